@@ -64,4 +64,18 @@ void bn_op_grad_input(const bn_layout *layout, const float *x, const float *dy,
                       float *dx, const float *center, const float *a,
                       const float *b, const float *c);
 
+/* The same operators over doubles, for float64 layers; coefficients are
+ * doubles too. Workspace sizes are those of the float operators. */
+void bn_op_moments_f64(const bn_layout *layout, const double *x, double *mean,
+                       double *variance, double *workspace);
+void bn_op_normalize_f64(const bn_layout *layout, const double *x, double *y,
+                         const double *center, const double *scale,
+                         const double *offset);
+void bn_op_grad_sums_f64(const bn_layout *layout, const double *x,
+                         const double *dy, const double *center,
+                         double *sum_dy, double *sum_dy_xc, double *workspace);
+void bn_op_grad_input_f64(const bn_layout *layout, const double *x,
+                          const double *dy, double *dx, const double *center,
+                          const double *a, const double *b, const double *c);
+
 #endif

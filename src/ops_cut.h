@@ -1,0 +1,112 @@
+/* How the operators cut a tensor for threads (ops.c, ops_f64.c). A tensor
+ * is cut into rows (its innermost dimension: one statistic, as in NCHW, or
+ * consecutive statistics, as in NHWC), and the rows into chunks of about
+ * BN_CHUNK_ELEMENTS elements. The cut depends only on the layout; threads
+ * take whole chunks, reductions keep one partial result per chunk and
+ * combine them in chunk order, so results are bit-identical for any number
+ * of threads. */
+#ifndef BNORM_OPS_CUT_H
+#define BNORM_OPS_CUT_H
+
+#include "ops.h"
+
+enum { BN_CHUNK_ELEMENTS = 1 << 16, BN_MAX_CHUNKS = 256 };
+
+/* A contiguous piece of the tensor: `rows` rows of `length` elements from
+ * `offset`, all with the same statistics. The first element's statistic is
+ * `stat`; along a row it advances by `stat_step` (0: the row reduces into one
+ * statistic; 1: it spans consecutive ones). */
+typedef struct bn_run {
+  size_t offset, rows, length, stat, stat_step;
+} bn_run;
+
+/* How a layout is cut: runs of `rows_per_run` rows (NHWC's rows share their
+ * statistics and form one run), rows of `length`, chunks of
+ * `rows_per_chunk` rows. */
+typedef struct bn_cut {
+  const bn_layout *layout;
+  int outer; /* dimensions [0, outer) select the run */
+  size_t length, stat_step, rows_per_run, rows, rows_per_chunk, chunks;
+} bn_cut;
+
+static inline void bn_cut_init(bn_cut *cut, const bn_layout *l) {
+  int inner = l->dims - 1;
+  cut->layout = l;
+  cut->length = (size_t)l->size[inner];
+  cut->stat_step = (size_t)l->stat_stride[inner];
+  cut->rows_per_run = 1;
+  cut->outer = inner;
+  if (inner > 0 && cut->stat_step != 0 && l->stat_stride[inner - 1] == 0) {
+    cut->rows_per_run = (size_t)l->size[inner - 1];
+    cut->outer = inner - 1;
+  }
+  cut->rows = cut->length ? l->total / cut->length : 0;
+  size_t per_chunk =
+      cut->length < BN_CHUNK_ELEMENTS ? BN_CHUNK_ELEMENTS / cut->length : 1;
+  if (cut->rows / per_chunk >= BN_MAX_CHUNKS)
+    per_chunk = cut->rows / BN_MAX_CHUNKS + 1;
+  cut->rows_per_chunk = per_chunk;
+  cut->chunks = (cut->rows + per_chunk - 1) / per_chunk;
+}
+
+/* Walks the runs that rows [row, end) cover, clipped to that range. */
+typedef struct bn_pieces {
+  const bn_cut *cut;
+  size_t row, end;
+} bn_pieces;
+
+static inline void bn_pieces_of_chunk(bn_pieces *p, const bn_cut *cut,
+                                      size_t chunk) {
+  p->cut = cut;
+  p->row = chunk * cut->rows_per_chunk;
+  p->end = p->row + cut->rows_per_chunk;
+  if (p->end > cut->rows)
+    p->end = cut->rows;
+}
+
+static inline bool bn_pieces_next(bn_pieces *p, bn_run *run) {
+  const bn_cut *cut = p->cut;
+  if (p->row >= p->end)
+    return false;
+  size_t run_index = p->row / cut->rows_per_run;
+  size_t first_row = p->row % cut->rows_per_run;
+  size_t rows = cut->rows_per_run - first_row;
+  if (rows > p->end - p->row)
+    rows = p->end - p->row;
+  /* The run's statistic from its index over the outer dimensions. */
+  const bn_layout *l = cut->layout;
+  size_t stat = 0, rest = run_index;
+  for (int d = cut->outer - 1; d >= 0; d--) {
+    size_t size = (size_t)l->size[d];
+    stat += (rest % size) * (size_t)l->stat_stride[d];
+    rest /= size;
+  }
+  run->offset = p->row * cut->length;
+  run->rows = rows;
+  run->length = cut->length;
+  run->stat = stat;
+  run->stat_step = cut->stat_step;
+  p->row += rows;
+  return true;
+}
+
+/* Chan et al.'s merge of a block's (count, mean, m2) into a statistic. */
+static inline void bn_merge_moments(double *count, double *mean, double *m2,
+                                    double block_count, double block_mean,
+                                    double block_m2) {
+  if (block_count == 0)
+    return;
+  double total = *count + block_count;
+  double delta = block_mean - *mean;
+  *mean += delta * (block_count / total);
+  *m2 += block_m2 + delta * delta * (*count * block_count / total);
+  *count = total;
+}
+
+/* Per chunk: count, mean, m2 per statistic, and a block buffer. */
+static inline size_t bn_chunk_moments_doubles(const bn_layout *layout,
+                                              const bn_cut *cut) {
+  return 3 * layout->stats + (cut->stat_step ? 2 * cut->length : 0);
+}
+
+#endif
