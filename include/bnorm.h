@@ -100,6 +100,28 @@ typedef enum bnorm_status {
 BNORM_API bnorm_status bnorm_set_num_threads(int threads);
 BNORM_API int bnorm_get_num_threads(void);
 
+/* ------------------------------------------------------------------------- */
+/* Instruction sets                                                          */
+/* ------------------------------------------------------------------------- */
+
+/* The instruction sets the float32 kernels are written for, lowest first. */
+typedef enum bnorm_isa {
+  BNORM_ISA_SCALAR = 0, /* portable C, any CPU */
+  BNORM_ISA_AVX2 = 1,   /* x86-64 AVX2 with FMA */
+  BNORM_ISA_AVX512 = 2  /* x86-64 AVX-512 F, BW, DQ and VL */
+} bnorm_isa;
+
+/* Caps the instruction set the kernels may use; the kernels then use the
+ * best level at or below the cap that this CPU has. The initial cap is
+ * $BNORM_MAX_ISA ("scalar", "avx2" or "avx512"), else the best level.
+ * Process-wide; do not call it while another thread is inside bnorm.
+ * BNORM_ERR_INVALID_ARGUMENT for a value outside the enum. */
+BNORM_API bnorm_status bnorm_set_max_isa(bnorm_isa isa);
+/* The level the kernels use now. */
+BNORM_API bnorm_isa bnorm_get_isa(void);
+/* "scalar", "avx2", "avx512"; "unknown" outside the enum. Never NULL. */
+BNORM_API const char *bnorm_isa_name(bnorm_isa isa);
+
 /* Short constant name of a status, e.g. "BNORM_ERR_SHAPE". Never NULL. */
 BNORM_API const char *bnorm_status_name(bnorm_status status);
 
