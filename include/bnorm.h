@@ -31,8 +31,12 @@
  *   memory runs out may a bnorm_saved passed to a failed forward call lose
  *   its recorded call; backward then refuses it.)
  * - Library code never aborts, exits or prints.
- * - Tensors are dense, row-major (C order) float32 arrays owned by the caller.
- *   Shapes are int64_t arrays; rank is 1 to BNORM_MAX_RANK.
+ * - Tensors are dense, row-major (C order) arrays owned by the caller, of
+ *   the layer's dtype (bnorm_config.dtype): float for BNORM_FLOAT32 (the
+ *   default), double for BNORM_FLOAT64. Variables, gradients and the math
+ *   are in that dtype too, as in a Keras layer of that dtype; arguments
+ *   typed `void *` point to such arrays. Shapes are int64_t arrays; rank is 1
+ *   to BNORM_MAX_RANK.
  * - The layer owns its variables and exposes them by index in Keras'
  *   get_weights() order.
  * - A layer may be used from one thread at a time; different layers are
@@ -133,9 +137,12 @@ BNORM_API const char *bnorm_last_error(void);
 /* Initializers, regularizers, constraints                                   */
 /* ------------------------------------------------------------------------- */
 
+/* Callbacks exchange doubles whatever the layer's dtype; bnorm rounds what
+ * they return to the dtype, as Keras casts to the variable's dtype. */
+
 /* Fills `values` (count elements, the variable in row-major order of `shape`)
  * with initial values. Return 0 on success, anything else to fail the build. */
-typedef int (*bnorm_initializer_fn)(float *values, size_t count,
+typedef int (*bnorm_initializer_fn)(double *values, size_t count,
                                     const int64_t *shape, int rank,
                                     void *user_data);
 
@@ -174,8 +181,8 @@ BNORM_API bnorm_initializer bnorm_initializer_seeded(bnorm_initializer init, uin
 
 /* Regularization loss of a weight and, when `gradient` is not NULL, ADDS
  * d(loss)/d(weight) to gradient[0..count). Return 0 on success. */
-typedef int (*bnorm_regularizer_fn)(const float *weight, size_t count,
-                                    double *loss, float *gradient,
+typedef int (*bnorm_regularizer_fn)(const double *weight, size_t count,
+                                    double *loss, double *gradient,
                                     void *user_data);
 
 typedef enum bnorm_regularizer_kind {
@@ -200,7 +207,7 @@ BNORM_API bnorm_regularizer bnorm_regularizer_l2(double l2);
 BNORM_API bnorm_regularizer bnorm_regularizer_l1_l2(double l1, double l2);
 
 /* Projects a weight in place (after the caller's optimizer step). */
-typedef int (*bnorm_constraint_fn)(float *weight, size_t count,
+typedef int (*bnorm_constraint_fn)(double *weight, size_t count,
                                    const int64_t *shape, int rank,
                                    void *user_data);
 
@@ -281,11 +288,21 @@ typedef enum bnorm_fused {
  * Applied as y = gamma * (scale * (r * xhat + d) + bias) + beta.
  * Return 0 on success; anything else fails the forward call. */
 typedef int (*bnorm_adjustment_fn)(const int64_t *input_shape, int rank,
-                                   float *scale, float *bias, size_t channels,
+                                   double *scale, double *bias, size_t channels,
                                    void *user_data);
+
+/* The layer's dtype: its tensors, variables and math (Keras `dtype`). */
+typedef enum bnorm_dtype {
+  BNORM_FLOAT32 = 0,
+  /* Never fused (Keras refuses fused=True, compat.v1 falls back). Renorm
+   * runs in float64 too, although TensorFlow 2.21 fails on it (it compares
+   * a float64 stddev with a float32 epsilon). */
+  BNORM_FLOAT64
+} bnorm_dtype;
 
 typedef struct bnorm_config {
   bnorm_behavior behavior; /* BNORM_BEHAVIOR_KERAS */
+  bnorm_dtype dtype;       /* BNORM_FLOAT32 */
   int axis[BNORM_MAX_RANK];/* {-1}: Keras `axis`, an int or a list */
   int axis_count;          /* 1 */
   bool axis_is_list;       /* false: get_config writes an int before build */
@@ -417,20 +434,23 @@ BNORM_API bnorm_status bnorm_layer_variable_info(const bnorm_layer *layer, size_
 /* Index of a variable by short or full name. */
 BNORM_API bnorm_status bnorm_layer_find_variable(const bnorm_layer *layer,
                                        const char *name, size_t *index);
-/* The variable's storage, for optimizers that update in place. Writes are
- * seen by the next call. Never NULL for a valid index of a built layer. */
-BNORM_API float *bnorm_layer_variable_data(bnorm_layer *layer, size_t index);
-/* Copies a variable out / in (count must equal the variable's count). */
+/* The variable's storage (an array of the layer's dtype), for optimizers
+ * that update in place. Writes are seen by the next call. Never NULL for a
+ * valid index of a built layer. */
+BNORM_API void *bnorm_layer_variable_data(bnorm_layer *layer, size_t index);
+/* Copies a variable out / in, `count` elements of the layer's dtype (count
+ * must equal the variable's count). */
 BNORM_API bnorm_status bnorm_layer_get_variable(const bnorm_layer *layer, size_t index,
-                                      float *out, size_t count);
+                                      void *out, size_t count);
 BNORM_API bnorm_status bnorm_layer_set_variable(bnorm_layer *layer, size_t index,
-                                      const float *values, size_t count);
-/* Keras get_weights()/set_weights(): all variables, in order, back to back.
- * bnorm_layer_weights_count gives the total number of floats. */
+                                      const void *values, size_t count);
+/* Keras get_weights()/set_weights(): all variables, in order, back to back,
+ * in the layer's dtype. bnorm_layer_weights_count gives the total number of
+ * elements. */
 BNORM_API size_t bnorm_layer_weights_count(const bnorm_layer *layer);
-BNORM_API bnorm_status bnorm_layer_get_weights(const bnorm_layer *layer, float *out,
+BNORM_API bnorm_status bnorm_layer_get_weights(const bnorm_layer *layer, void *out,
                                      size_t count);
-BNORM_API bnorm_status bnorm_layer_set_weights(bnorm_layer *layer, const float *values,
+BNORM_API bnorm_status bnorm_layer_set_weights(bnorm_layer *layer, const void *values,
                                      size_t count);
 
 /* ---- Pending moving-average updates (the page's custom-training-loop note) */
@@ -462,8 +482,8 @@ BNORM_API void bnorm_saved_destroy(bnorm_saved *saved); /* NULL is a no-op */
 /* ---- Forward and backward ---- */
 
 typedef struct bnorm_forward_args {
-  const float *x;       /* input, row-major `shape` */
-  float *y;             /* output, same shape; may equal x (in place) */
+  const void *x;        /* input, row-major `shape`, the layer's dtype */
+  void *y;              /* output, same shape; may equal x (in place) */
   const int64_t *shape; /* the input's dynamic shape, all sizes >= 0 */
   int rank;
   /* Keras' `training`. With BNORM_BEHAVIOR_KERAS and trainable=false the
@@ -483,16 +503,16 @@ typedef struct bnorm_backward_args {
   /* From the forward call being differentiated; backward also keeps its
    * workspace there, so one bnorm_saved serves one thread at a time. */
   bnorm_saved *saved;
-  const float *x;           /* that call's input */
-  const float *dy;          /* gradient of the loss w.r.t. y */
+  const void *x;            /* that call's input (the layer's dtype) */
+  const void *dy;           /* gradient of the loss w.r.t. y */
   const int64_t *shape;     /* that call's shape */
   int rank;
-  float *dx;                /* may be NULL; may equal dy */
-  /* Written (not accumulated), `channels` floats each; may be NULL. They
+  void *dx;                 /* may be NULL; may equal dy */
+  /* Written (not accumulated), `channels` elements each; may be NULL. They
    * must be NULL when the layer has no gamma (scale=false) / beta
    * (center=false). */
-  float *dgamma;
-  float *dbeta;
+  void *dgamma;
+  void *dbeta;
 } bnorm_backward_args;
 
 /* Gradients of the forward call recorded in `saved`: training mode treats
@@ -508,30 +528,32 @@ BNORM_API bnorm_status bnorm_layer_backward(const bnorm_layer *layer,
 BNORM_API bnorm_status bnorm_layer_regularization_losses(const bnorm_layer *layer,
                                                double *losses,
                                                size_t capacity, size_t *count);
-/* Adds the regularizers' gradients to dgamma / dbeta (`channels` floats;
- * either may be NULL to skip it). */
+/* Adds the regularizers' gradients to dgamma / dbeta (`channels` elements
+ * of the layer's dtype; either may be NULL to skip it). */
 BNORM_API bnorm_status bnorm_layer_add_regularization_gradients(const bnorm_layer *layer,
-                                                      float *dgamma,
-                                                      float *dbeta);
+                                                      void *dgamma,
+                                                      void *dbeta);
 /* Applies gamma_constraint and beta_constraint, as a Keras optimizer does
  * after each update. */
 BNORM_API bnorm_status bnorm_layer_apply_constraints(bnorm_layer *layer);
 
 /* ---- Saving and loading variables ---- */
 
-/* File format "bnorm variables v1", all integers little-endian:
+/* File format "bnorm variables", all integers little-endian:
  *   magic   8 bytes  "BNORMVAR"
- *   version u32      1
+ *   version u32      1 (all data float32) or 2 (flags bit 1 may be set)
  *   count   u32      number of variables
  *   per variable:
  *     name_len u32, name bytes (short name, no NUL)
  *     rank u32, dims u64[rank]
- *     flags u32 (bit 0: trainable)
- *     data float32[product of dims] (IEEE-754 little-endian)
+ *     flags u32 (bit 0: trainable; bit 1: data is float64)
+ *     data float32 or float64 [product of dims] (IEEE-754 little-endian)
  *   crc32   u32      CRC-32 (IEEE) of every byte before it
- * Loading requires a built layer whose variables have the same names and
- * shapes, checks everything before changing anything, and leaves the layer as
- * it was on any error. */
+ * A float32 layer writes version 1 (readable by bnorm 0.1), a float64 layer
+ * version 2. Loading requires a built layer whose variables have the same
+ * names and shapes; data of the other dtype is converted (float64 rounded
+ * to float32), as Keras' load_weights casts. It checks everything before
+ * changing anything, and leaves the layer as it was on any error. */
 BNORM_API bnorm_status bnorm_layer_save(const bnorm_layer *layer, const char *path);
 BNORM_API bnorm_status bnorm_layer_load(bnorm_layer *layer, const char *path);
 /* The same format in memory (size query: out NULL or capacity too small

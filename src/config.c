@@ -157,6 +157,7 @@ void bnorm_config_init(bnorm_config *config) {
   config->adjustment_user_data = NULL;
   config->name[0] = '\0';
   config->fused_epsilon_floor = false;
+  config->dtype = BNORM_FLOAT32;
 }
 
 /* Writes the axis list as Keras prints it ("-1" or "[1, 2]") for messages. */
@@ -172,9 +173,8 @@ static const char *axis_text(const bnorm_config *config, char *buf,
   return buf;
 }
 
-/* tf_keras' _raise_if_fused_cannot_be_used, minus the dtype check (bnorm is
- * float32). Only the Keras behaviour raises; compat.v1 falls back silently
- * at build. */
+/* tf_keras' _raise_if_fused_cannot_be_used, in its order. Only the Keras
+ * behaviour raises; compat.v1 falls back silently at build. */
 static bnorm_status check_fused_can_be_used(const bnorm_config *config) {
   if (config->renorm)
     return bn_fail(BNORM_ERR_INVALID_CONFIG,
@@ -203,6 +203,11 @@ static bnorm_status check_fused_can_be_used(const bnorm_config *config) {
     return bn_fail(BNORM_ERR_INVALID_CONFIG,
                    "fused: Passing `fused=True` is not supported when "
                    "`adjustment` is specified");
+  if (config->dtype != BNORM_FLOAT32)
+    return bn_fail(BNORM_ERR_INVALID_CONFIG,
+                   "fused: Passing `fused=True` is only supported when the "
+                   "compute dtype is float16, bfloat16, or float32. Got "
+                   "dtype: float64");
   return BNORM_OK;
 }
 
@@ -213,6 +218,12 @@ static bnorm_status check_config(const bnorm_config *config) {
                    "behavior: %d is not a bnorm_behavior (use "
                    "BNORM_BEHAVIOR_KERAS or BNORM_BEHAVIOR_COMPAT_V1)",
                    (int)config->behavior);
+  if ((int)config->dtype != BNORM_FLOAT32 &&
+      (int)config->dtype != BNORM_FLOAT64)
+    return bn_fail(BNORM_ERR_INVALID_CONFIG,
+                   "dtype: %d is not a bnorm_dtype (use BNORM_FLOAT32 or "
+                   "BNORM_FLOAT64)",
+                   (int)config->dtype);
   if ((int)config->fused < BNORM_FUSED_AUTO ||
       (int)config->fused > BNORM_FUSED_FALSE)
     return bn_fail(BNORM_ERR_INVALID_CONFIG,

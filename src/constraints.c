@@ -1,4 +1,5 @@
-/* Weight constraints, with tf_keras.constraints' formulas in float32:
+/* Weight constraints, with tf_keras.constraints' formulas in the weight's
+ * dtype (float32 results rounded after each operation, see bn_round):
  *   NonNeg:     w * cast(w >= 0)
  *   UnitNorm:   w / (epsilon + sqrt(sum(w^2, axis)))
  *   MaxNorm:    w * (clip(norms, 0, max_value) / (epsilon + norms))
@@ -6,14 +7,16 @@
  *                    / (epsilon + norms))
  * with epsilon = backend.epsilon() = 1e-7 and norms kept per slice along the
  * non-reduced axes (keepdims). Sums of squares run in double from exact
- * products, then are rounded to float32 as TF's norms are. */
+ * products, then are rounded to the dtype as TF's norms are. */
 #include "internal.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define KERAS_EPSILON 1e-7f
+/* backend.epsilon(), a Python float: rounded to the weight's dtype where it
+ * meets it. */
+#define KERAS_EPSILON 1e-7
 
 static bool uses_axes(bnorm_constraint_kind kind) {
   return kind == BNORM_CONSTRAINT_UNIT_NORM ||
@@ -143,28 +146,30 @@ static void slice_walk_next(slice_walk *walk) {
 
 /* The factor each slice's elements are multiplied by (UnitNorm divides, which
  * rounds differently, so it is handled by the caller). */
-static float norm_factor(const bnorm_constraint *c, float norm) {
-  float denominator = KERAS_EPSILON + norm;
-  float desired;
+static double norm_factor(const bnorm_constraint *c, bnorm_dtype dtype,
+                          double norm) {
+  double denominator = bn_round(dtype, bn_round(dtype, KERAS_EPSILON) + norm);
+  double desired;
   if (c->kind == BNORM_CONSTRAINT_MAX_NORM) {
     /* backend.clip raises max_value to min_value (0) when it is below. */
-    float high = c->max_value < 0 ? 0.0f : (float)c->max_value;
-    desired = fminf(fmaxf(norm, 0.0f), high);
+    double high = c->max_value < 0 ? 0.0 : bn_round(dtype, c->max_value);
+    desired = fmin(fmax(norm, 0.0), high);
   } else {
-    float low = (float)c->min_value;
-    float high = c->max_value < c->min_value ? low : (float)c->max_value;
-    float clipped = fminf(fmaxf(norm, low), high);
-    float rate = (float)c->rate;
-    float keep = (float)(1.0 - c->rate);
-    float pulled = rate * clipped;
-    float kept = keep * norm;
-    desired = pulled + kept;
+    double low = bn_round(dtype, c->min_value);
+    double high =
+        c->max_value < c->min_value ? low : bn_round(dtype, c->max_value);
+    double clipped = fmin(fmax(norm, low), high);
+    double rate = bn_round(dtype, c->rate);
+    double keep = bn_round(dtype, 1.0 - c->rate);
+    desired = bn_round(dtype, bn_round(dtype, rate * clipped) +
+                                  bn_round(dtype, keep * norm));
   }
-  return desired / denominator;
+  return bn_round(dtype, desired / denominator);
 }
 
-static bnorm_status apply_norm(const bnorm_constraint *c, float *weight,
-                               size_t count, const int64_t *shape, int rank,
+static bnorm_status apply_norm(const bnorm_constraint *c, bnorm_dtype dtype,
+                               double *weight, size_t count,
+                               const int64_t *shape, int rank,
                                const char *what) {
   bool reduced[BNORM_MAX_RANK + 1];
   bnorm_status s = resolve_axes(c, count, shape, rank, reduced, what);
@@ -172,42 +177,37 @@ static bnorm_status apply_norm(const bnorm_constraint *c, float *weight,
   if (count == 0) return BNORM_OK;
   slice_walk walk;
   size_t slices = slice_walk_init(&walk, shape, rank, reduced);
-  double *sums = calloc(slices, sizeof *sums);
-  if (!sums)
+  /* Sums of squares, then each slice's factor, in place. */
+  double *factors = calloc(slices, sizeof *factors);
+  if (!factors)
     return bn_fail(BNORM_ERR_OUT_OF_MEMORY,
                    "%s: out of memory for %zu norms", what, slices);
   for (size_t i = 0; i < count; i++) {
-    sums[walk.slice] += (double)weight[i] * (double)weight[i];
+    factors[walk.slice] += weight[i] * weight[i];
     slice_walk_next(&walk);
   }
-  float *factors = malloc(slices * sizeof *factors);
-  if (!factors) {
-    free(sums);
-    return bn_fail(BNORM_ERR_OUT_OF_MEMORY,
-                   "%s: out of memory for %zu norms", what, slices);
-  }
   for (size_t k = 0; k < slices; k++) {
-    float norm = sqrtf((float)sums[k]);
+    double norm = bn_round(dtype, sqrt(bn_round(dtype, factors[k])));
     factors[k] = c->kind == BNORM_CONSTRAINT_UNIT_NORM
-                     ? KERAS_EPSILON + norm
-                     : norm_factor(c, norm);
+                     ? bn_round(dtype, bn_round(dtype, KERAS_EPSILON) + norm)
+                     : norm_factor(c, dtype, norm);
   }
   /* Nothing can fail from here on, so the weight is only written now. */
   slice_walk_init(&walk, shape, rank, reduced);
   for (size_t i = 0; i < count; i++) {
     if (c->kind == BNORM_CONSTRAINT_UNIT_NORM)
-      weight[i] = weight[i] / factors[walk.slice];
+      weight[i] = bn_round(dtype, weight[i] / factors[walk.slice]);
     else
-      weight[i] = weight[i] * factors[walk.slice];
+      weight[i] = bn_round(dtype, weight[i] * factors[walk.slice]);
     slice_walk_next(&walk);
   }
   free(factors);
-  free(sums);
   return BNORM_OK;
 }
 
-bnorm_status bn_constraint_apply(const bnorm_constraint *c, float *weight,
-                                 size_t count, const int64_t *shape, int rank,
+bnorm_status bn_constraint_apply(const bnorm_constraint *c, bnorm_dtype dtype,
+                                 double *weight, size_t count,
+                                 const int64_t *shape, int rank,
                                  const char *what) {
   bnorm_status s = bn_constraint_validate(c, what);
   if (s != BNORM_OK) return s;
@@ -217,16 +217,16 @@ bnorm_status bn_constraint_apply(const bnorm_constraint *c, float *weight,
     case BNORM_CONSTRAINT_NON_NEG:
       /* w * 0 rather than 0, as Keras: -inf becomes NaN, NaN stays NaN. */
       for (size_t i = 0; i < count; i++)
-        weight[i] = weight[i] * (weight[i] >= 0.0f ? 1.0f : 0.0f);
+        weight[i] = weight[i] * (weight[i] >= 0.0 ? 1.0 : 0.0);
       return BNORM_OK;
     case BNORM_CONSTRAINT_UNIT_NORM:
     case BNORM_CONSTRAINT_MAX_NORM:
     case BNORM_CONSTRAINT_MIN_MAX_NORM:
-      return apply_norm(c, weight, count, shape, rank, what);
+      return apply_norm(c, dtype, weight, count, shape, rank, what);
     case BNORM_CONSTRAINT_CALLBACK: {
       /* The callback works on a copy so that a failure leaves the weight as
        * it was. */
-      float *copy = malloc(count ? count * sizeof *copy : 1);
+      double *copy = malloc(count ? count * sizeof *copy : 1);
       if (!copy)
         return bn_fail(BNORM_ERR_OUT_OF_MEMORY,
                        "%s: out of memory copying %zu weights", what, count);
@@ -239,7 +239,7 @@ bnorm_status bn_constraint_apply(const bnorm_constraint *c, float *weight,
                        c->name ? " '" : "", c->name ? c->name : "",
                        c->name ? "'" : "", rc);
       }
-      if (count) memcpy(weight, copy, count * sizeof *copy);
+      for (size_t i = 0; i < count; i++) weight[i] = bn_round(dtype, copy[i]);
       free(copy);
       return BNORM_OK;
     }

@@ -153,7 +153,8 @@ bnorm_status bn_initializer_validate(const bnorm_initializer *init,
                  (int)init->kind, (int)BNORM_INIT_CALLBACK);
 }
 
-bnorm_status bn_initializer_fill(const bnorm_initializer *init, float *values,
+bnorm_status bn_initializer_fill(const bnorm_initializer *init,
+                                 bnorm_dtype dtype, double *values,
                                  size_t count, const int64_t *shape, int rank,
                                  uint64_t fallback_seed, const char *what) {
   bnorm_status s = bn_initializer_validate(init, what);
@@ -161,36 +162,36 @@ bnorm_status bn_initializer_fill(const bnorm_initializer *init, float *values,
   uint64_t seed = init->has_seed ? init->seed : fallback_seed;
   switch (init->kind) {
     case BNORM_INIT_ZEROS:
-      for (size_t i = 0; i < count; i++) values[i] = 0.0f;
+      for (size_t i = 0; i < count; i++) values[i] = 0.0;
       break;
     case BNORM_INIT_ONES:
-      for (size_t i = 0; i < count; i++) values[i] = 1.0f;
+      for (size_t i = 0; i < count; i++) values[i] = 1.0;
       break;
-    case BNORM_INIT_CONSTANT: {
-      float v = (float)init->value;
-      for (size_t i = 0; i < count; i++) values[i] = v;
+    case BNORM_INIT_CONSTANT:
+      for (size_t i = 0; i < count; i++)
+        values[i] = bn_round(dtype, init->value);
       break;
-    }
     case BNORM_INIT_RANDOM_NORMAL:
     case BNORM_INIT_TRUNCATED_NORMAL: {
       bool truncate = init->kind == BNORM_INIT_TRUNCATED_NORMAL;
       for (size_t i = 0; i < count; i++) {
         double z = normal_draw(seed, (uint64_t)i, truncate);
-        double scaled = z * init->stddev;
-        values[i] = (float)(scaled + init->mean);
+        values[i] = bn_round(dtype, z * init->stddev + init->mean);
       }
       break;
     }
     case BNORM_INIT_RANDOM_UNIFORM: {
       double span = init->maxval - init->minval;
+      double high = bn_round(dtype, init->maxval);
+      double low = bn_round(dtype, init->minval);
       for (size_t i = 0; i < count; i++) {
         uint32_t w[4];
         draw(seed, (uint64_t)i, 0, w);
-        double scaled = unit_double(w[0], w[1]) * span;
-        float v = (float)(init->minval + scaled);
-        /* Rounding to float32 can reach maxval; Keras' range is half-open. */
-        if (span > 0 && v >= (float)init->maxval && v > (float)init->minval)
-          v = nextafterf((float)init->maxval, (float)init->minval);
+        double v = bn_round(dtype, init->minval + unit_double(w[0], w[1]) * span);
+        /* Rounding can reach maxval; Keras' range is half-open. */
+        if (span > 0 && v >= high && v > low)
+          v = dtype == BNORM_FLOAT64 ? nextafter(high, low)
+                                     : (double)nextafterf((float)high, (float)low);
         values[i] = v;
       }
       break;
@@ -203,6 +204,7 @@ bnorm_status bn_initializer_fill(const bnorm_initializer *init, float *values,
                        what, init->name ? " '" : "",
                        init->name ? init->name : "", init->name ? "'" : "",
                        rc);
+      for (size_t i = 0; i < count; i++) values[i] = bn_round(dtype, values[i]);
       break;
     }
   }

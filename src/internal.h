@@ -40,31 +40,64 @@ static inline bool bn_mul_size(size_t a, size_t b, size_t *out) {
 bnorm_status bn_shape_count(const int64_t *shape, int rank, const char *what,
                             size_t *count);
 
+/* ---- element types ---- */
+
+static inline size_t bn_dtype_size(bnorm_dtype dtype) {
+  return dtype == BNORM_FLOAT64 ? sizeof(double) : sizeof(float);
+}
+
+/* Element i of an array of `dtype`, as a double. */
+static inline double bn_load(const void *array, bnorm_dtype dtype, size_t i) {
+  return dtype == BNORM_FLOAT64 ? ((const double *)array)[i]
+                                : (double)((const float *)array)[i];
+}
+
+static inline void bn_store(void *array, bnorm_dtype dtype, size_t i,
+                            double value) {
+  if (dtype == BNORM_FLOAT64)
+    ((double *)array)[i] = value;
+  else
+    ((float *)array)[i] = (float)value;
+}
+
+/* `value` rounded to `dtype`. Per-channel math is written once in double and
+ * rounds each operation's result with this: for float32 that is exactly
+ * float32 arithmetic, because double carries more than 2*24+2 bits, enough
+ * for + - * / and sqrt of float32 operands to round once to the float32
+ * result. */
+static inline double bn_round(bnorm_dtype dtype, double value) {
+  return dtype == BNORM_FLOAT64 ? value : (double)(float)value;
+}
+
 /* ---- initializers, regularizers, constraints (initializers.c,
  *      regularizers.c, constraints.c) ---- */
 
 /* Checks an initializer's parameters; `what` names it ("gamma_initializer"). */
 bnorm_status bn_initializer_validate(const bnorm_initializer *init,
                                      const char *what);
-/* Fills values[0..count) of a variable of `shape`. Random kinds without a seed
- * use `fallback_seed`. Fails only when a callback fails. */
-bnorm_status bn_initializer_fill(const bnorm_initializer *init, float *values,
+/* Fills values[0..count) of a variable of `shape`, rounded to `dtype`.
+ * Random kinds without a seed use `fallback_seed`. Fails only when a
+ * callback fails. */
+bnorm_status bn_initializer_fill(const bnorm_initializer *init,
+                                 bnorm_dtype dtype, double *values,
                                  size_t count, const int64_t *shape, int rank,
                                  uint64_t fallback_seed, const char *what);
 
 bnorm_status bn_regularizer_validate(const bnorm_regularizer *reg,
                                      const char *what);
-/* Loss of `weight`; when gradient != NULL its derivative is ADDED there. */
+/* Loss of `weight` (values of `dtype`); when gradient != NULL its derivative
+ * is ADDED there, rounded to `dtype`. */
 bnorm_status bn_regularizer_apply(const bnorm_regularizer *reg,
-                                  const float *weight, size_t count,
-                                  double *loss, float *gradient,
+                                  bnorm_dtype dtype, const double *weight,
+                                  size_t count, double *loss, double *gradient,
                                   const char *what);
 
 bnorm_status bn_constraint_validate(const bnorm_constraint *c,
                                     const char *what);
-/* Projects weight[0..count) (row-major `shape`) in place; on failure the
- * weight is unchanged. */
-bnorm_status bn_constraint_apply(const bnorm_constraint *c, float *weight,
+/* Projects weight[0..count) (row-major `shape`, values of `dtype`) in place,
+ * in `dtype` arithmetic; on failure the weight is unchanged. */
+bnorm_status bn_constraint_apply(const bnorm_constraint *c, bnorm_dtype dtype,
+                                 double *weight,
                                  size_t count, const int64_t *shape, int rank,
                                  const char *what);
 
@@ -90,7 +123,7 @@ typedef struct bn_variable {
   int kind;                      /* BN_VAR_* */
   char full_name[BNORM_MAX_NAME + 32];
   bool trainable;
-  float *data;                   /* `channels` floats */
+  void *data;                    /* `channels` elements of the dtype */
 } bn_variable;
 
 struct bnorm_layer {
@@ -99,7 +132,9 @@ struct bnorm_layer {
   uint64_t id;          /* identifies the layer's pending updates */
   bool built;
   bool fused;
-  float epsilon;        /* float32 epsilon used by the math (floor applied) */
+  bnorm_dtype dtype;    /* config.dtype */
+  double epsilon;       /* epsilon in the dtype, as the math uses it (floor
+                           applied) */
   /* Input as built; -1 = unknown size. */
   int rank;
   int64_t build_shape[BNORM_MAX_RANK];
@@ -110,13 +145,21 @@ struct bnorm_layer {
   size_t variable_count;
   bn_variable variables[BN_VAR_KINDS]; /* in get_weights() order */
   bn_variable *by_kind[BN_VAR_KINDS];  /* NULL when absent */
-  float *storage;
+  void *storage;
   bn_scratch scratch;   /* forward-pass workspace, reused across calls */
 };
 
 /* The variable of a kind, or NULL. */
-static inline float *bn_var(const bnorm_layer *layer, int kind) {
+static inline void *bn_var(const bnorm_layer *layer, int kind) {
   return layer->by_kind[kind] ? layer->by_kind[kind]->data : NULL;
+}
+
+/* Element i of a variable as a double; `fallback` when the layer has none
+ * (gamma 1 without scale, beta 0 without center). */
+static inline double bn_var_at(const bnorm_layer *layer, int kind, size_t i,
+                               double fallback) {
+  const void *data = bn_var(layer, kind);
+  return data ? bn_load(data, layer->dtype, i) : fallback;
 }
 
 #endif

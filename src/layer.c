@@ -73,6 +73,7 @@ size_t bnorm_layer_channels(const bnorm_layer *layer) {
 static bool fused_can_be_used(const bnorm_config *c, const int *axis,
                               int axis_count) {
   if (c->renorm || c->virtual_batch_size > 0 || c->adjustment) return false;
+  if (c->dtype != BNORM_FLOAT32) return false;
   if (axis_count != 1) return false;
   switch (axis[0]) {
     case -4: case -3: case -1: case 1: case 3: case 4: return true;
@@ -221,16 +222,22 @@ bnorm_status bnorm_layer_build(bnorm_layer *layer, const int64_t *input_shape,
     kinds[count++] = BN_VAR_RENORM_MEAN;
     kinds[count++] = BN_VAR_RENORM_STDDEV;
   }
-  size_t floats;
-  if (!bn_mul_size(channels, (size_t)count, &floats) ||
-      floats > SIZE_MAX / sizeof(float))
+  bnorm_dtype dtype = c->dtype;
+  size_t elements, element_size = bn_dtype_size(dtype);
+  if (!bn_mul_size(channels, (size_t)count + 1, &elements) ||
+      elements > SIZE_MAX / sizeof(double))
     return bn_fail(BNORM_ERR_OVERFLOW,
                    "bnorm_layer_build: the variables' size overflows");
-  float *storage = malloc(floats ? floats * sizeof(float) : 1);
-  if (!storage)
+  elements -= channels;
+  char *storage = malloc(elements * element_size + 1);
+  double *initial = malloc(channels * sizeof *initial + 1);
+  if (!storage || !initial) {
+    free(storage);
+    free(initial);
     return bn_fail(BNORM_ERR_OUT_OF_MEMORY,
                    "bnorm_layer_build: out of memory for %zu parameters",
-                   floats);
+                   elements);
+  }
 
   /* Initial values; random initializers without a seed get one per layer
    * and variable so that gamma and beta differ. */
@@ -238,7 +245,7 @@ bnorm_status bnorm_layer_build(bnorm_layer *layer, const int64_t *input_shape,
   for (int v = 0; v < count; v++) {
     bn_variable *var = &variables[v];
     var->kind = kinds[v];
-    var->data = storage + (size_t)v * channels;
+    var->data = storage + (size_t)v * channels * element_size;
     var->trainable = (kinds[v] == BN_VAR_GAMMA || kinds[v] == BN_VAR_BETA) &&
                      !(c->behavior == BNORM_BEHAVIOR_COMPAT_V1 && !c->trainable);
     snprintf(var->full_name, sizeof var->full_name, "%s/%s", layer->name,
@@ -251,17 +258,22 @@ bnorm_status bnorm_layer_build(bnorm_layer *layer, const int64_t *input_shape,
       case BN_VAR_RENORM_MEAN: init = &c->moving_mean_initializer; break;
       default: init = &c->moving_variance_initializer; break;
     }
-    status = bn_initializer_fill(init, var->data, channels, param_shape,
+    status = bn_initializer_fill(init, dtype, initial, channels, param_shape,
                                  param_rank, layer->id * 16 + (uint64_t)v,
                                  variable_short_names[kinds[v]]);
     if (status != BNORM_OK) {
       free(storage);
+      free(initial);
       return status;
     }
     /* moving_stddev and renorm_stddev start at sqrt(moving_variance_init). */
-    if (kinds[v] == BN_VAR_MOVING_STDDEV || kinds[v] == BN_VAR_RENORM_STDDEV)
-      for (size_t i = 0; i < channels; i++) var->data[i] = sqrtf(var->data[i]);
+    bool root = kinds[v] == BN_VAR_MOVING_STDDEV ||
+                kinds[v] == BN_VAR_RENORM_STDDEV;
+    for (size_t i = 0; i < channels; i++)
+      bn_store(var->data, dtype, i, root ? sqrt(initial[i]) : initial[i]);
   }
+
+  free(initial);
 
   /* Commit. */
   free(layer->storage);
@@ -279,9 +291,10 @@ bnorm_status bnorm_layer_build(bnorm_layer *layer, const int64_t *input_shape,
   memcpy(layer->param_shape, param_shape, (size_t)param_rank * sizeof(int64_t));
   layer->param_rank = param_rank;
   layer->fused = fused;
-  layer->epsilon = (float)c->epsilon;
-  if (fused && c->fused_epsilon_floor && layer->epsilon <= 1.001e-5f)
-    layer->epsilon = 1.001e-5f;
+  layer->dtype = dtype;
+  layer->epsilon = bn_round(dtype, c->epsilon);
+  if (fused && c->fused_epsilon_floor && layer->epsilon <= (double)1.001e-5f)
+    layer->epsilon = (double)1.001e-5f;
   /* Keras rewrites self.axis with the resolved list (shifted past the ghost
    * dimension); get_config reports it. */
   for (int i = 0; i < c->axis_count; i++)
@@ -355,14 +368,14 @@ bnorm_status bnorm_layer_find_variable(const bnorm_layer *layer,
                  layer->name, name, layer->built ? "" : " (it is not built)");
 }
 
-float *bnorm_layer_variable_data(bnorm_layer *layer, size_t index) {
+void *bnorm_layer_variable_data(bnorm_layer *layer, size_t index) {
   if (check_index(layer, index, "bnorm_layer_variable_data") != BNORM_OK)
     return NULL;
   return layer->variables[index].data;
 }
 
 bnorm_status bnorm_layer_get_variable(const bnorm_layer *layer, size_t index,
-                                      float *out, size_t count) {
+                                      void *out, size_t count) {
   bnorm_status status = check_index(layer, index, "bnorm_layer_get_variable");
   if (status != BNORM_OK) return status;
   if (!out && count)
@@ -373,13 +386,14 @@ bnorm_status bnorm_layer_get_variable(const bnorm_layer *layer, size_t index,
                    "bnorm_layer_get_variable: '%s' has %zu elements, the "
                    "buffer %zu",
                    layer->variables[index].full_name, layer->channels, count);
-  if (count) memcpy(out, layer->variables[index].data, count * sizeof *out);
+  if (count)
+    memcpy(out, layer->variables[index].data, count * bn_dtype_size(layer->dtype));
   bn_clear_error();
   return BNORM_OK;
 }
 
 bnorm_status bnorm_layer_set_variable(bnorm_layer *layer, size_t index,
-                                      const float *values, size_t count) {
+                                      const void *values, size_t count) {
   bnorm_status status = check_index(layer, index, "bnorm_layer_set_variable");
   if (status != BNORM_OK) return status;
   if (!values && count)
@@ -390,7 +404,9 @@ bnorm_status bnorm_layer_set_variable(bnorm_layer *layer, size_t index,
                    "bnorm_layer_set_variable: '%s' has %zu elements, %zu "
                    "values were given",
                    layer->variables[index].full_name, layer->channels, count);
-  if (count) memmove(layer->variables[index].data, values, count * sizeof *values);
+  if (count)
+    memmove(layer->variables[index].data, values,
+            count * bn_dtype_size(layer->dtype));
   bn_clear_error();
   return BNORM_OK;
 }
@@ -419,20 +435,21 @@ static bnorm_status check_weights(const bnorm_layer *layer, const void *data,
   return BNORM_OK;
 }
 
-bnorm_status bnorm_layer_get_weights(const bnorm_layer *layer, float *out,
+bnorm_status bnorm_layer_get_weights(const bnorm_layer *layer, void *out,
                                      size_t count) {
   bnorm_status status = check_weights(layer, out, count, "bnorm_layer_get_weights");
   if (status != BNORM_OK) return status;
-  if (count) memcpy(out, layer->storage, count * sizeof *out);
+  if (count) memcpy(out, layer->storage, count * bn_dtype_size(layer->dtype));
   bn_clear_error();
   return BNORM_OK;
 }
 
-bnorm_status bnorm_layer_set_weights(bnorm_layer *layer, const float *values,
+bnorm_status bnorm_layer_set_weights(bnorm_layer *layer, const void *values,
                                      size_t count) {
   bnorm_status status = check_weights(layer, values, count, "bnorm_layer_set_weights");
   if (status != BNORM_OK) return status;
-  if (count) memmove(layer->storage, values, count * sizeof *values);
+  if (count)
+    memmove(layer->storage, values, count * bn_dtype_size(layer->dtype));
   bn_clear_error();
   return BNORM_OK;
 }

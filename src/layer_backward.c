@@ -19,7 +19,7 @@ static bnorm_status check_backward_args(const bnorm_layer *layer,
                    "NULL",
                    what);
   const bnorm_saved *sv = a->saved;
-  if (!sv->valid || sv->layer_id != layer->id)
+  if (!sv->valid || sv->layer_id != layer->id || sv->dtype != layer->dtype)
     return bn_fail(BNORM_ERR_INVALID_ARGUMENT,
                    "%s: args.saved was not filled by a forward call of layer "
                    "'%s'",
@@ -51,20 +51,22 @@ bnorm_status bnorm_layer_backward(const bnorm_layer *layer,
   bn_layout layout;
   bn_layer_layout(layer, sv->shape, sv->groups, &layout);
 
+  bnorm_dtype t = layer->dtype;
   size_t sums_workspace = bn_op_grad_sums_workspace(&layout);
-  size_t bytes = (2 * stats + sums_workspace) * sizeof(double) +
-                 3 * stats * sizeof(float);
-  char *p = bn_scratch_reserve(&sv->work, bytes);
+  /* Doubles: the sums and workspace, then 3 coefficients per statistic with
+   * room for either dtype. */
+  size_t bytes = (5 * stats + sums_workspace) * sizeof(double);
+  double *p = bn_scratch_reserve(&sv->work, bytes);
   if (!p)
     return bn_fail(BNORM_ERR_OUT_OF_MEMORY,
                    "bnorm_layer_backward: out of memory for the workspace");
-  double *sum_dy = (double *)p, *sum_dy_xc = sum_dy + stats;
-  double *workspace = sum_dy_xc + stats;
-  float *ca = (float *)(workspace + sums_workspace), *cb = ca + stats,
-        *cc = cb + stats;
+  double *sum_dy = p, *sum_dy_xc = sum_dy + stats;
+  void *ca = sum_dy_xc + stats, *cb = sum_dy_xc + 2 * stats,
+       *cc = sum_dy_xc + 3 * stats;
+  double *workspace = sum_dy_xc + 4 * stats;
 
-  bn_op_grad_sums(&layout, a->x, a->dy, sv->center, sum_dy, sum_dy_xc,
-                  workspace);
+  bn_op_grad_sums_of(t, &layout, a->x, a->dy, sv->center, sum_dy, sum_dy_xc,
+                     workspace);
 
   if (a->dgamma || a->dbeta) {
     size_t ghost = sv->groups ? sv->groups : 1;
@@ -76,9 +78,10 @@ bnorm_status bnorm_layer_backward(const bnorm_layer *layer,
         total_dy_xhat += sum_dy_xc[s] * sv->inv_std[s];
       }
       if (a->dgamma)
-        a->dgamma[ch] = (float)(sv->gamma_xhat_factor[ch] * total_dy_xhat +
-                                sv->gamma_shift_factor[ch] * total_dy);
-      if (a->dbeta) a->dbeta[ch] = (float)total_dy;
+        bn_store(a->dgamma, t, ch,
+                 sv->gamma_xhat_factor[ch] * total_dy_xhat +
+                     sv->gamma_shift_factor[ch] * total_dy);
+      if (a->dbeta) bn_store(a->dbeta, t, ch, total_dy);
     }
   }
 
@@ -86,15 +89,15 @@ bnorm_status bnorm_layer_backward(const bnorm_layer *layer,
     double n = (double)layout.reduce_count;
     for (size_t s = 0; s < stats; s++) {
       double rho = sv->inv_std[s];
-      double k = (double)sv->xhat_scale[s % channels] * rho;
-      ca[s] = (float)k;
+      double k = sv->xhat_scale[s % channels] * rho;
+      bn_store(ca, t, s, k);
       if (sv->training) {
-        cb[s] = (float)(-k * rho * rho * sum_dy_xc[s] / n);
-        cc[s] = (float)(-k * sum_dy[s] / n);
+        bn_store(cb, t, s, -k * rho * rho * sum_dy_xc[s] / n);
+        bn_store(cc, t, s, -k * sum_dy[s] / n);
       }
     }
-    bn_op_grad_input(&layout, a->x, a->dy, a->dx, sv->center, ca,
-                     sv->training ? cb : NULL, sv->training ? cc : NULL);
+    bn_op_grad_input_of(t, &layout, a->x, a->dy, a->dx, sv->center, ca,
+                        sv->training ? cb : NULL, sv->training ? cc : NULL);
   }
   bn_clear_error();
   return BNORM_OK;

@@ -19,7 +19,7 @@ bnorm_status bnorm_saved_create(bnorm_saved **saved) {
 
 void bnorm_saved_destroy(bnorm_saved *saved) {
   if (!saved) return;
-  bn_scratch_free(&saved->floats);
+  bn_scratch_free(&saved->values);
   bn_scratch_free(&saved->work);
   free(saved);
 }
@@ -71,74 +71,76 @@ static bnorm_status ghost_groups(const bnorm_layer *layer, const int64_t *shape,
   return BNORM_OK;
 }
 
-/* Per-call workspace, carved from the layer's scratch. */
+/* Per-call workspace, carved from the layer's scratch. Per-channel values
+ * are doubles holding values of the layer's dtype; the kernels' coefficients
+ * are arrays of the dtype. */
 typedef struct forward_work {
-  double *mean, *variance;             /* per statistic */
+  double *mean, *variance;               /* per statistic */
   double *moments_workspace;
-  float *center, *scale, *offset;      /* per statistic */
-  float *adj_scale, *adj_bias, *r, *d; /* per channel */
-  float *batch_mean, *batch_second;    /* per channel */
+  void *center, *scale, *offset;         /* per statistic, the dtype */
+  double *adj_scale, *adj_bias, *r, *d;  /* per channel */
+  double *batch_mean, *batch_second;     /* per channel */
 } forward_work;
 
 static bool reserve_work(bnorm_layer *layer, const bn_layout *layout,
                          size_t channels, forward_work *w) {
   size_t stats = layout->stats;
   size_t moments = bn_op_moments_workspace(layout);
-  size_t doubles = 2 * stats + moments, floats = 3 * stats + 6 * channels;
-  size_t bytes = doubles * sizeof(double) + floats * sizeof(float);
-  if (bytes / 8 < stats) return false;
-  char *p = bn_scratch_reserve(&layer->scratch, bytes);
+  /* 2 doubles per statistic, 3 coefficients with room for either dtype. */
+  size_t doubles = 5 * stats + moments + 6 * channels;
+  if (doubles / 5 < stats || doubles > SIZE_MAX / sizeof(double)) return false;
+  double *p = bn_scratch_reserve(&layer->scratch, doubles * sizeof(double));
   if (!p) return false;
-  w->mean = (double *)p;
-  w->variance = w->mean + stats;
-  w->moments_workspace = w->variance + stats;
-  float *f = (float *)(w->moments_workspace + moments);
-  w->center = f; f += stats;
-  w->scale = f; f += stats;
-  w->offset = f; f += stats;
-  w->adj_scale = f; f += channels;
-  w->adj_bias = f; f += channels;
-  w->r = f; f += channels;
-  w->d = f; f += channels;
-  w->batch_mean = f; f += channels;
-  w->batch_second = f;
+  w->mean = p; p += stats;
+  w->variance = p; p += stats;
+  w->center = p; p += stats;
+  w->scale = p; p += stats;
+  w->offset = p; p += stats;
+  w->adj_scale = p; p += channels;
+  w->adj_bias = p; p += channels;
+  w->r = p; p += channels;
+  w->d = p; p += channels;
+  w->batch_mean = p; p += channels;
+  w->batch_second = p; p += channels;
+  w->moments_workspace = p;
   return true;
 }
 
 static bool reserve_saved(bnorm_saved *saved, size_t stats, size_t channels) {
-  size_t floats = 2 * stats + 3 * channels;
-  size_t bytes = floats * sizeof(float) + 1;
+  size_t bytes = (2 * stats + 3 * channels) * sizeof(double) + 1;
   /* Growing loses the recorded call; never leave it looking valid. */
-  if (bytes > saved->floats.bytes) saved->valid = false;
-  float *f = bn_scratch_reserve(&saved->floats, bytes);
-  if (!f) return false;
-  saved->center = f; f += stats;
-  saved->inv_std = f; f += stats;
-  saved->xhat_scale = f; f += channels;
-  saved->gamma_xhat_factor = f; f += channels;
-  saved->gamma_shift_factor = f;
+  if (bytes > saved->values.bytes) saved->valid = false;
+  double *p = bn_scratch_reserve(&saved->values, bytes);
+  if (!p) return false;
+  saved->center = p; p += stats;
+  saved->inv_std = p; p += stats;
+  saved->xhat_scale = p; p += channels;
+  saved->gamma_xhat_factor = p; p += channels;
+  saved->gamma_shift_factor = p;
   return true;
 }
 
 /* Batch Renormalization's correction (tf_keras _renorm_correction_and_moments)
- * from the pre-update renorm averages, in float32 as TensorFlow does. */
-static void renorm_correction(const bnorm_layer *layer, const float *mean,
-                              const float *stddev, float *r, float *d) {
+ * from the pre-update renorm averages, in the layer's dtype as TensorFlow
+ * computes it. */
+static void renorm_correction(const bnorm_layer *layer, const double *mean,
+                              const double *stddev, double *r, double *d) {
   const bnorm_config *c = &layer->config;
-  const float *renorm_mean = bn_var(layer, BN_VAR_RENORM_MEAN);
-  const float *renorm_stddev = bn_var(layer, BN_VAR_RENORM_STDDEV);
-  float floor = sqrtf(layer->epsilon);
+  bnorm_dtype t = layer->dtype;
+  double floor = bn_round(t, sqrt(layer->epsilon));
   for (size_t i = 0; i < layer->channels; i++) {
-    float sigma = renorm_stddev[i] > floor ? renorm_stddev[i] : floor;
-    float ri = stddev[i] / sigma;
-    float di = (mean[i] - renorm_mean[i]) / sigma;
+    double renorm_stddev = bn_var_at(layer, BN_VAR_RENORM_STDDEV, i, 1.0);
+    double renorm_mean = bn_var_at(layer, BN_VAR_RENORM_MEAN, i, 0.0);
+    double sigma = renorm_stddev > floor ? renorm_stddev : floor;
+    double ri = bn_round(t, stddev[i] / sigma);
+    double di = bn_round(t, bn_round(t, mean[i] - renorm_mean) / sigma);
     if (c->renorm_clipping_has_rmin)
-      ri = fmaxf(ri, (float)c->renorm_clipping_rmin);
+      ri = fmax(ri, bn_round(t, c->renorm_clipping_rmin));
     if (c->renorm_clipping_has_rmax)
-      ri = fminf(ri, (float)c->renorm_clipping_rmax);
+      ri = fmin(ri, bn_round(t, c->renorm_clipping_rmax));
     if (c->renorm_clipping_has_dmax) {
-      float dmax = (float)c->renorm_clipping_dmax;
-      di = fminf(fmaxf(di, -dmax), dmax);
+      double dmax = bn_round(t, c->renorm_clipping_dmax);
+      di = fmin(fmax(di, -dmax), dmax);
     }
     r[i] = ri;
     d[i] = di;
@@ -217,19 +219,25 @@ static bnorm_status forward_built(bnorm_layer *layer,
   if (!reserve_work(layer, &layout, channels, &w))
     return bn_fail(BNORM_ERR_OUT_OF_MEMORY,
                    "bnorm_layer_forward: out of memory for the workspace");
+  bnorm_dtype t = layer->dtype;
   for (size_t ch = 0; ch < channels; ch++) {
-    w.adj_scale[ch] = 1.0f;
-    w.adj_bias[ch] = 0.0f;
-    w.r[ch] = 1.0f;
-    w.d[ch] = 0.0f;
+    w.adj_scale[ch] = 1.0;
+    w.adj_bias[ch] = 0.0;
+    w.r[ch] = 1.0;
+    w.d[ch] = 0.0;
   }
-  if (training && c->adjustment &&
-      c->adjustment(a->shape, a->rank, w.adj_scale, w.adj_bias, channels,
-                    c->adjustment_user_data) != 0)
-    return bn_fail(BNORM_ERR_CALLBACK,
-                   "bnorm_layer_forward: the adjustment callback of layer "
-                   "'%s' reported failure",
-                   layer->name);
+  if (training && c->adjustment) {
+    if (c->adjustment(a->shape, a->rank, w.adj_scale, w.adj_bias, channels,
+                      c->adjustment_user_data) != 0)
+      return bn_fail(BNORM_ERR_CALLBACK,
+                     "bnorm_layer_forward: the adjustment callback of layer "
+                     "'%s' reported failure",
+                     layer->name);
+    for (size_t ch = 0; ch < channels; ch++) {
+      w.adj_scale[ch] = bn_round(t, w.adj_scale[ch]);
+      w.adj_bias[ch] = bn_round(t, w.adj_bias[ch]);
+    }
+  }
   if (a->saved && !reserve_saved(a->saved, stats, channels))
     return bn_fail(BNORM_ERR_OUT_OF_MEMORY,
                    "bnorm_layer_forward: out of memory for args.saved");
@@ -249,12 +257,10 @@ static bnorm_status forward_built(bnorm_layer *layer,
     }
   }
 
-  const float *gamma = bn_var(layer, BN_VAR_GAMMA);
-  const float *beta = bn_var(layer, BN_VAR_BETA);
   double eps = layer->epsilon;
-
+  double *inv_std = a->saved ? a->saved->inv_std : NULL;
   if (training) {
-    bn_op_moments(&layout, a->x, w.mean, w.variance, w.moments_workspace);
+    bn_op_moments_of(t, &layout, a->x, w.mean, w.variance, w.moments_workspace);
     /* Ghost batches feed the moving averages with the mean over ghost
      * batches of their means and biased variances. */
     size_t ghost = groups ? groups : 1;
@@ -264,69 +270,71 @@ static bnorm_status forward_built(bnorm_layer *layer,
         m += w.mean[g * channels + ch];
         v += w.variance[g * channels + ch];
       }
-      w.batch_mean[ch] = (float)(m / (double)ghost);
-      w.batch_second[ch] = (float)(v / (double)ghost);
+      w.batch_mean[ch] = bn_round(t, m / (double)ghost);
+      w.batch_second[ch] = bn_round(t, v / (double)ghost);
     }
     if (c->renorm) {
       for (size_t ch = 0; ch < channels; ch++)
-        w.batch_second[ch] = sqrtf(w.batch_second[ch] + layer->epsilon);
+        w.batch_second[ch] =
+            bn_round(t, sqrt(bn_round(t, w.batch_second[ch] + eps)));
       renorm_correction(layer, w.batch_mean, w.batch_second, w.r, w.d);
     }
     for (size_t s = 0; s < stats; s++) {
       size_t ch = s % channels;
-      double inv_std = 1.0 / sqrt(w.variance[s] + eps);
-      double g = gamma ? gamma[ch] : 1.0;
+      double rho = 1.0 / sqrt(w.variance[s] + eps);
+      double g = bn_var_at(layer, BN_VAR_GAMMA, ch, 1.0);
       double xhat_scale = g * w.adj_scale[ch] * w.r[ch];
-      w.center[s] = (float)w.mean[s];
-      w.scale[s] = (float)(xhat_scale * inv_std);
-      w.offset[s] = (float)(g * ((double)w.adj_scale[ch] * w.d[ch] +
-                                 w.adj_bias[ch]) +
-                            (beta ? beta[ch] : 0.0));
-      if (a->saved) a->saved->inv_std[s] = (float)inv_std;
+      bn_store(w.center, t, s, w.mean[s]);
+      bn_store(w.scale, t, s, xhat_scale * rho);
+      bn_store(w.offset, t, s,
+               g * (w.adj_scale[ch] * w.d[ch] + w.adj_bias[ch]) +
+                   bn_var_at(layer, BN_VAR_BETA, ch, 0.0));
+      if (inv_std) inv_std[s] = rho;
     }
   } else {
-    const float *moving_mean = bn_var(layer, BN_VAR_MOVING_MEAN);
-    const float *moving_variance = bn_var(layer, BN_VAR_MOVING_VARIANCE);
     for (size_t ch = 0; ch < channels; ch++) {
-      double inv_std = 1.0 / sqrt((double)moving_variance[ch] + eps);
-      w.center[ch] = moving_mean[ch];
-      w.scale[ch] = (float)((gamma ? gamma[ch] : 1.0) * inv_std);
-      w.offset[ch] = beta ? beta[ch] : 0.0f;
-      if (a->saved) a->saved->inv_std[ch] = (float)inv_std;
+      double rho =
+          1.0 / sqrt(bn_var_at(layer, BN_VAR_MOVING_VARIANCE, ch, 1.0) + eps);
+      bn_store(w.center, t, ch, bn_var_at(layer, BN_VAR_MOVING_MEAN, ch, 0.0));
+      bn_store(w.scale, t, ch, bn_var_at(layer, BN_VAR_GAMMA, ch, 1.0) * rho);
+      bn_store(w.offset, t, ch, bn_var_at(layer, BN_VAR_BETA, ch, 0.0));
+      if (inv_std) inv_std[ch] = rho;
     }
   }
 
   if (a->saved) {
     bnorm_saved *sv = a->saved;
     sv->layer_id = layer->id;
+    sv->dtype = t;
     sv->training = training;
     sv->rank = a->rank;
     memcpy(sv->shape, a->shape, (size_t)a->rank * sizeof *a->shape);
     sv->groups = groups;
     sv->stats = stats;
     sv->channels = channels;
-    memcpy(sv->center, w.center, stats * sizeof(float));
+    memcpy(sv->center, w.center, stats * bn_dtype_size(t));
     for (size_t ch = 0; ch < channels; ch++) {
-      float g = gamma ? gamma[ch] : 1.0f;
-      sv->gamma_xhat_factor[ch] = w.adj_scale[ch] * w.r[ch];
-      sv->gamma_shift_factor[ch] = w.adj_scale[ch] * w.d[ch] + w.adj_bias[ch];
-      sv->xhat_scale[ch] = (float)((double)g * sv->gamma_xhat_factor[ch]);
+      double g = bn_var_at(layer, BN_VAR_GAMMA, ch, 1.0);
+      sv->gamma_xhat_factor[ch] = bn_round(t, w.adj_scale[ch] * w.r[ch]);
+      sv->gamma_shift_factor[ch] = bn_round(
+          t, bn_round(t, w.adj_scale[ch] * w.d[ch]) + w.adj_bias[ch]);
+      sv->xhat_scale[ch] = bn_round(t, g * sv->gamma_xhat_factor[ch]);
     }
     sv->valid = true;
   }
 
-  bn_op_normalize(&layout, a->x, a->y, w.center, w.scale, w.offset);
+  bn_op_normalize_of(t, &layout, a->x, a->y, w.center, w.scale, w.offset);
 
   if (update) {
     update->layer_id = layer->id;
-    update->bessel = 1.0f;
-    if (layer->fused) {
+    update->bessel = 1.0;
+    if (layer->fused) { /* float32 only */
       size_t n = layout.reduce_count;
       update->bessel = (float)n / (float)(n > 1 ? n - 1 : 1);
     }
     if (a->pending) {
-      memcpy(update->batch_mean, w.batch_mean, channels * sizeof(float));
-      memcpy(update->batch_second, w.batch_second, channels * sizeof(float));
+      memcpy(update->batch_mean, w.batch_mean, channels * sizeof(double));
+      memcpy(update->batch_second, w.batch_second, channels * sizeof(double));
       a->pending->count++;
     } else {
       bn_update_apply(layer, update);

@@ -12,11 +12,12 @@
 typedef struct bn_update {
   uint64_t layer_id;
   size_t channels;
-  size_t capacity;   /* floats allocated per array */
-  float *batch_mean; /* the batch (ghost-averaged) mean */
+  size_t capacity;    /* doubles allocated per array */
+  /* Values of the layer's dtype, held in doubles. */
+  double *batch_mean; /* the batch (ghost-averaged) mean */
   /* Biased batch variance; with renorm, the batch stddev sqrt(var + eps). */
-  float *batch_second;
-  float bessel;      /* fused: N / max(N - 1, 1) in float32; else 1 */
+  double *batch_second;
+  double bessel;      /* fused: N / max(N - 1, 1) in float32; else 1 */
 } bn_update;
 
 struct bnorm_updates {
@@ -32,12 +33,15 @@ struct bnorm_saved {
   int64_t shape[BNORM_MAX_RANK];
   size_t groups;     /* ghost batches in the layout, 0 = none */
   size_t stats, channels;
-  /* Per statistic: the center and 1/sqrt(var + eps) used. Per channel: the
-   * total multiplier of xhat (gamma * adj_scale * r) and dgamma's affine
-   * pieces: dgamma = xhat_factor * sum(dy*xhat) + shift_factor * sum(dy). */
-  float *center, *inv_std;
-  float *xhat_scale, *gamma_xhat_factor, *gamma_shift_factor;
-  bn_scratch floats;
+  bnorm_dtype dtype;
+  /* Per statistic: the center used (in the dtype, for the kernels) and
+   * 1/sqrt(var + eps). Per channel: the total multiplier of xhat
+   * (gamma * adj_scale * r) and dgamma's affine pieces:
+   * dgamma = xhat_factor * sum(dy*xhat) + shift_factor * sum(dy). */
+  void *center;
+  double *inv_std;
+  double *xhat_scale, *gamma_xhat_factor, *gamma_shift_factor;
+  bn_scratch values;
   bn_scratch work;   /* backward workspace */
 };
 
@@ -47,6 +51,48 @@ bn_update *bn_updates_reserve(bnorm_updates *updates, size_t channels);
 
 /* Applies one update to the layer's variables. */
 void bn_update_apply(bnorm_layer *layer, const bn_update *update);
+
+/* The operators of ops.h for a dtype; arrays of that dtype are void *. */
+static inline void bn_op_moments_of(bnorm_dtype dtype, const bn_layout *layout,
+                                    const void *x, double *mean,
+                                    double *variance, double *workspace) {
+  if (dtype == BNORM_FLOAT64)
+    bn_op_moments_f64(layout, x, mean, variance, workspace);
+  else
+    bn_op_moments(layout, x, mean, variance, workspace);
+}
+
+static inline void bn_op_normalize_of(bnorm_dtype dtype,
+                                      const bn_layout *layout, const void *x,
+                                      void *y, const void *center,
+                                      const void *scale, const void *offset) {
+  if (dtype == BNORM_FLOAT64)
+    bn_op_normalize_f64(layout, x, y, center, scale, offset);
+  else
+    bn_op_normalize(layout, x, y, center, scale, offset);
+}
+
+static inline void bn_op_grad_sums_of(bnorm_dtype dtype,
+                                      const bn_layout *layout, const void *x,
+                                      const void *dy, const void *center,
+                                      double *sum_dy, double *sum_dy_xc,
+                                      double *workspace) {
+  if (dtype == BNORM_FLOAT64)
+    bn_op_grad_sums_f64(layout, x, dy, center, sum_dy, sum_dy_xc, workspace);
+  else
+    bn_op_grad_sums(layout, x, dy, center, sum_dy, sum_dy_xc, workspace);
+}
+
+static inline void bn_op_grad_input_of(bnorm_dtype dtype,
+                                       const bn_layout *layout, const void *x,
+                                       const void *dy, void *dx,
+                                       const void *center, const void *a,
+                                       const void *b, const void *c) {
+  if (dtype == BNORM_FLOAT64)
+    bn_op_grad_input_f64(layout, x, dy, dx, center, a, b, c);
+  else
+    bn_op_grad_input(layout, x, dy, dx, center, a, b, c);
+}
 
 /* Layout of a call's tensor, with ghost batches when `groups` > 0. */
 void bn_layer_layout(const bnorm_layer *layer, const int64_t *shape,

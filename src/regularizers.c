@@ -55,62 +55,64 @@ bnorm_status bn_regularizer_validate(const bnorm_regularizer *reg,
 }
 
 /* tf.sign: -1, 0 or 1, and NaN for NaN. */
-static float sign_of(float w) {
-  if (w > 0.0f) return 1.0f;
-  if (w < 0.0f) return -1.0f;
-  return w == 0.0f ? 0.0f : w;
+static double sign_of(double w) {
+  if (w > 0.0) return 1.0;
+  if (w < 0.0) return -1.0;
+  return w;
 }
 
-static double l1_term(float l1, const float *w, size_t count, float *gradient) {
+static double l1_term(bnorm_dtype dtype, double l1, const double *w,
+                      size_t count, double *gradient) {
   double sum = 0.0;
-  for (size_t i = 0; i < count; i++) sum += fabs((double)w[i]);
+  for (size_t i = 0; i < count; i++) sum += fabs(w[i]);
   if (gradient)
-    for (size_t i = 0; i < count; i++) {
-      float step = l1 * sign_of(w[i]);
-      gradient[i] += step;
-    }
-  return (double)l1 * sum;
+    for (size_t i = 0; i < count; i++)
+      gradient[i] = bn_round(dtype, gradient[i] + l1 * sign_of(w[i]));
+  return l1 * sum;
 }
 
-static double l2_term(float l2, const float *w, size_t count, float *gradient) {
+static double l2_term(bnorm_dtype dtype, double l2, const double *w,
+                      size_t count, double *gradient) {
   double sum_squares = 0.0;
-  for (size_t i = 0; i < count; i++) sum_squares += (double)w[i] * (double)w[i];
-  /* Keras multiplies the float32 coefficient by the Python float 2.0 first;
-   * the doubling is exact, as is the halving inside l2_loss. */
-  float twice_l2 = 2.0f * l2;
+  for (size_t i = 0; i < count; i++) sum_squares += w[i] * w[i];
+  /* Keras multiplies the coefficient by the Python float 2.0 first; the
+   * doubling is exact, as is the halving inside l2_loss. */
+  double twice_l2 = 2.0 * l2;
   if (gradient)
-    for (size_t i = 0; i < count; i++) {
-      float step = twice_l2 * w[i];
-      gradient[i] += step;
-    }
-  return (double)twice_l2 * (0.5 * sum_squares);
+    for (size_t i = 0; i < count; i++)
+      gradient[i] =
+          bn_round(dtype, gradient[i] + bn_round(dtype, twice_l2 * w[i]));
+  return twice_l2 * (0.5 * sum_squares);
 }
 
 bnorm_status bn_regularizer_apply(const bnorm_regularizer *reg,
-                                  const float *weight, size_t count,
-                                  double *loss, float *gradient,
+                                  bnorm_dtype dtype, const double *weight,
+                                  size_t count, double *loss, double *gradient,
                                   const char *what) {
   bnorm_status s = bn_regularizer_validate(reg, what);
   if (s != BNORM_OK) return s;
+  /* The float32 coefficients of Keras' constructor. */
+  double l1 = (float)reg->l1, l2 = (float)reg->l2;
   double total = 0.0;
   switch (reg->kind) {
     case BNORM_REG_NONE:
       break;
     case BNORM_REG_L1:
-      total = l1_term((float)reg->l1, weight, count, gradient);
+      total = l1_term(dtype, l1, weight, count, gradient);
       break;
     case BNORM_REG_L2:
-      total = l2_term((float)reg->l2, weight, count, gradient);
+      total = l2_term(dtype, l2, weight, count, gradient);
       break;
-    case BNORM_REG_L1L2: {
-      float l1 = (float)reg->l1, l2 = (float)reg->l2;
-      if (l1 != 0.0f) total += l1_term(l1, weight, count, gradient);
-      if (l2 != 0.0f) total += l2_term(l2, weight, count, gradient);
+    case BNORM_REG_L1L2:
+      if (l1 != 0.0) total += l1_term(dtype, l1, weight, count, gradient);
+      if (l2 != 0.0) total += l2_term(dtype, l2, weight, count, gradient);
       break;
-    }
     case BNORM_REG_CALLBACK: {
       double value = 0.0;
       int rc = reg->fn(weight, count, &value, gradient, reg->user_data);
+      if (rc == 0 && gradient)
+        for (size_t i = 0; i < count; i++)
+          gradient[i] = bn_round(dtype, gradient[i]);
       if (rc != 0)
         return bn_fail(BNORM_ERR_CALLBACK,
                        "%s: the regularizer callback%s%s%s returned %d", what,

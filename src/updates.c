@@ -44,7 +44,7 @@ bn_update *bn_updates_reserve(bnorm_updates *updates, size_t channels) {
   }
   bn_update *item = &updates->items[updates->count];
   if (item->capacity < channels) {
-    float *block = malloc(2 * (channels ? channels : 1) * sizeof(float));
+    double *block = malloc(2 * (channels ? channels : 1) * sizeof(double));
     if (!block) return NULL;
     free(item->batch_mean);
     item->batch_mean = block;
@@ -55,51 +55,61 @@ bn_update *bn_updates_reserve(bnorm_updates *updates, size_t channels) {
   return item;
 }
 
-/* Keras _assign_moving_average: v -= (v - value) * float32(1 - momentum). */
-static void moving_average(float *variable, const float *value, size_t n,
-                           double momentum) {
-  float decay = (float)(1.0 - momentum);
-  for (size_t i = 0; i < n; i++) variable[i] -= (variable[i] - value[i]) * decay;
+/* Keras _assign_moving_average: v -= (v - value) * decay, decay = 1 - momentum
+ * in the dtype; each operation rounds to the dtype (bn_round). */
+static void moving_average(bnorm_dtype t, void *variable, const double *value,
+                           size_t n, double decay) {
+  for (size_t i = 0; i < n; i++) {
+    double v = bn_load(variable, t, i);
+    double step = bn_round(t, bn_round(t, v - value[i]) * decay);
+    bn_store(variable, t, i, v - step);
+  }
 }
 
 void bn_update_apply(bnorm_layer *layer, const bn_update *update) {
   const bnorm_config *c = &layer->config;
+  bnorm_dtype t = layer->dtype;
   size_t n = update->channels;
-  float *moving_mean = bn_var(layer, BN_VAR_MOVING_MEAN);
-  float *moving_variance = bn_var(layer, BN_VAR_MOVING_VARIANCE);
+  void *moving_mean = bn_var(layer, BN_VAR_MOVING_MEAN);
+  void *moving_variance = bn_var(layer, BN_VAR_MOVING_VARIANCE);
+  double decay = bn_round(t, 1.0 - c->momentum);
   if (c->renorm) {
-    float *moving_stddev = bn_var(layer, BN_VAR_MOVING_STDDEV);
+    void *moving_stddev = bn_var(layer, BN_VAR_MOVING_STDDEV);
+    double renorm_decay = bn_round(t, 1.0 - c->renorm_momentum);
     /* The renorm averages first (they are control dependencies of the
      * moving-statistics updates in TensorFlow). */
-    moving_average(bn_var(layer, BN_VAR_RENORM_MEAN), update->batch_mean, n,
-                   c->renorm_momentum);
-    moving_average(bn_var(layer, BN_VAR_RENORM_STDDEV), update->batch_second,
-                   n, c->renorm_momentum);
-    moving_average(moving_mean, update->batch_mean, n, c->momentum);
-    moving_average(moving_stddev, update->batch_second, n, c->momentum);
-    float eps = layer->epsilon;
+    moving_average(t, bn_var(layer, BN_VAR_RENORM_MEAN), update->batch_mean, n,
+                   renorm_decay);
+    moving_average(t, bn_var(layer, BN_VAR_RENORM_STDDEV),
+                   update->batch_second, n, renorm_decay);
+    moving_average(t, moving_mean, update->batch_mean, n, decay);
+    moving_average(t, moving_stddev, update->batch_second, n, decay);
     for (size_t i = 0; i < n; i++) {
-      float v = moving_stddev[i] * moving_stddev[i] - eps;
-      moving_variance[i] = v > 0.0f ? v : 0.0f;
+      double stddev = bn_load(moving_stddev, t, i);
+      double v = bn_round(t, bn_round(t, stddev * stddev) - layer->epsilon);
+      bn_store(moving_variance, t, i, v > 0.0 ? v : 0.0);
     }
     return;
   }
+  /* The fused paths are float32 only. */
+  float *fused_mean = moving_mean, *fused_variance = moving_variance;
+  float bessel = (float)update->bessel;
   if (layer->fused && c->behavior == BNORM_BEHAVIOR_KERAS) {
     /* tf_keras in TF2 lets the fused kernel average (exponential_avg_factor
      * f = 1 - momentum): new = (1 - f) * old + (f * bessel) * batch_var. */
     float f = (float)(1.0 - c->momentum), keep = 1.0f - f;
-    float f_bessel = f * update->bessel;
+    float f_bessel = f * bessel;
     if (f == 1.0f) { /* the kernel ignores the old values (even NaN) here */
       for (size_t i = 0; i < n; i++) {
-        moving_mean[i] = update->batch_mean[i];
-        moving_variance[i] = update->bessel * update->batch_second[i];
+        fused_mean[i] = (float)update->batch_mean[i];
+        fused_variance[i] = bessel * (float)update->batch_second[i];
       }
       return;
     }
     for (size_t i = 0; i < n; i++) {
-      moving_mean[i] = keep * moving_mean[i] + f * update->batch_mean[i];
-      moving_variance[i] =
-          keep * moving_variance[i] + f_bessel * update->batch_second[i];
+      fused_mean[i] = keep * fused_mean[i] + f * (float)update->batch_mean[i];
+      fused_variance[i] =
+          keep * fused_variance[i] + f_bessel * (float)update->batch_second[i];
     }
     return;
   }
@@ -107,16 +117,16 @@ void bn_update_apply(bnorm_layer *layer, const bn_update *update) {
     /* TF1 fused: the op returns the Bessel-corrected variance, then the
      * layer averages it. This path turns momentum into a float32 tensor
      * first, so the decay is 1 - float32(momentum) computed in float32. */
-    float decay = 1.0f - (float)c->momentum;
+    float fused_decay = 1.0f - (float)c->momentum;
     for (size_t i = 0; i < n; i++) {
-      float value = update->batch_second[i] * update->bessel;
-      moving_mean[i] -= (moving_mean[i] - update->batch_mean[i]) * decay;
-      moving_variance[i] -= (moving_variance[i] - value) * decay;
+      float value = (float)update->batch_second[i] * bessel;
+      fused_mean[i] -= (fused_mean[i] - (float)update->batch_mean[i]) * fused_decay;
+      fused_variance[i] -= (fused_variance[i] - value) * fused_decay;
     }
     return;
   }
-  moving_average(moving_mean, update->batch_mean, n, c->momentum);
-  moving_average(moving_variance, update->batch_second, n, c->momentum);
+  moving_average(t, moving_mean, update->batch_mean, n, decay);
+  moving_average(t, moving_variance, update->batch_second, n, decay);
 }
 
 bnorm_status bnorm_layer_apply_updates(bnorm_layer *layer,

@@ -28,13 +28,17 @@ bool th_check_status(int got, int expected, const char *file, int line, const ch
                   bnorm_last_error());
 }
 
-bool th_close(const float *got, const double *want, size_t n, double rtol, double atol,
-              const char *file, int line, const char *what) {
+static double element(const void *array, bool is_double, size_t i) {
+  return is_double ? ((const double *)array)[i] : (double)((const float *)array)[i];
+}
+
+bool th_close_typed(const void *got, bool got_is_double, const double *want, size_t n,
+                    double rtol, double atol, const char *file, int line, const char *what) {
   size_t worst = 0;
   double worst_excess = 0.0;
   bool ok = true;
   for (size_t i = 0; i < n; i++) {
-    double err = fabs((double)got[i] - want[i]);
+    double err = fabs(element(got, got_is_double, i) - want[i]);
     double allowed = atol + rtol * fabs(want[i]);
     if (!(err <= allowed)) { /* also catches NaN */
       double excess = isnan(err) ? INFINITY : err - allowed;
@@ -47,7 +51,7 @@ bool th_close(const float *got, const double *want, size_t n, double rtol, doubl
   }
   if (!ok)
     return th_check(false, file, line, "%s: element %zu is %.9g, expected %.9g (rtol %g, atol %g)",
-                    what, worst, (double)got[worst], want[worst], rtol, atol);
+                    what, worst, element(got, got_is_double, worst), want[worst], rtol, atol);
   return th_check(true, file, line, "%s", what);
 }
 

@@ -22,9 +22,18 @@ bool th_check(bool ok, const char *file, int line, const char *fmt, ...)
 #define CHECK_OK(call) CHECK_STATUS(call, BNORM_OK)
 bool th_check_status(int got, int expected, const char *file, int line, const char *what);
 
-/* |got - want| <= atol + rtol * |want| elementwise; reports the worst index. */
-bool th_close(const float *got, const double *want, size_t n, double rtol, double atol,
-              const char *file, int line, const char *what);
+/* |got - want| <= atol + rtol * |want| elementwise; reports the worst index.
+ * `got` holds doubles when got_is_double, else floats. */
+bool th_close_typed(const void *got, bool got_is_double, const double *want, size_t n,
+                    double rtol, double atol, const char *file, int line, const char *what);
+static inline bool th_close(const float *got, const double *want, size_t n, double rtol,
+                            double atol, const char *file, int line, const char *what) {
+  return th_close_typed(got, false, want, n, rtol, atol, file, line, what);
+}
+static inline bool th_close64(const double *got, const double *want, size_t n, double rtol,
+                              double atol, const char *file, int line, const char *what) {
+  return th_close_typed(got, true, want, n, rtol, atol, file, line, what);
+}
 #define CHECK_CLOSE(got, want, n, rtol, atol) th_close((got), (want), (n), (rtol), (atol), __FILE__, __LINE__, #got)
 
 /* Deterministic test data. */

@@ -52,7 +52,7 @@ float *ref_random_weights(const ref_layer *ref) {
   return w;
 }
 
-int adj_cb(const int64_t *shape, int rank, float *scale, float *bias,
+int adj_cb(const int64_t *shape, int rank, double *scale, double *bias,
            size_t channels, void *user_data) {
   adj_ctx *a = (adj_ctx *)user_data;
   a->calls++;
@@ -62,8 +62,10 @@ int adj_cb(const int64_t *shape, int rank, float *scale, float *bias,
     a->bad_channels = true;
     return 1;
   }
-  memcpy(scale, a->scale, channels * sizeof(float));
-  memcpy(bias, a->bias, channels * sizeof(float));
+  for (size_t c = 0; c < channels; c++) {
+    scale[c] = a->scale[c];
+    bias[c] = a->bias[c];
+  }
   return 0;
 }
 

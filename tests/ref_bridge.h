@@ -25,7 +25,7 @@ typedef struct adj_ctx {
   int rank;
   bool bad_channels;
 } adj_ctx;
-int adj_cb(const int64_t *shape, int rank, float *scale, float *bias,
+int adj_cb(const int64_t *shape, int rank, double *scale, double *bias,
            size_t channels, void *user_data);
 
 /* One forward call of the library with the given mode and pending list. */

@@ -71,24 +71,24 @@ static void expect_json_error(const char *json, bnorm_status status,
 #define EXPECT_JSON_ERROR(json, status, needle) \
   expect_json_error((json), (status), (needle), NULL, __LINE__)
 
-static int noop_init(float *values, size_t count, const int64_t *shape,
+static int noop_init(double *values, size_t count, const int64_t *shape,
                      int rank, void *user_data) {
   (void)values; (void)count; (void)shape; (void)rank; (void)user_data;
   return 0;
 }
-static int noop_reg(const float *weight, size_t count, double *loss,
-                    float *gradient, void *user_data) {
+static int noop_reg(const double *weight, size_t count, double *loss,
+                    double *gradient, void *user_data) {
   (void)weight; (void)count; (void)gradient; (void)user_data;
   *loss = 0;
   return 0;
 }
-static int noop_constraint(float *weight, size_t count, const int64_t *shape,
+static int noop_constraint(double *weight, size_t count, const int64_t *shape,
                            int rank, void *user_data) {
   (void)weight; (void)count; (void)shape; (void)rank; (void)user_data;
   return 0;
 }
-static int noop_adjustment(const int64_t *input_shape, int rank, float *scale,
-                           float *bias, size_t channels, void *user_data) {
+static int noop_adjustment(const int64_t *input_shape, int rank, double *scale,
+                           double *bias, size_t channels, void *user_data) {
   (void)input_shape; (void)rank; (void)user_data;
   for (size_t i = 0; i < channels; i++) {
     scale[i] = 1;
@@ -614,7 +614,7 @@ static void test_from_json_forms(void) {
 }
 
 static int custom_init_calls;
-static int custom_init(float *values, size_t count, const int64_t *shape,
+static int custom_init(double *values, size_t count, const int64_t *shape,
                        int rank, void *user_data) {
   (void)shape; (void)rank; (void)user_data;
   custom_init_calls++;

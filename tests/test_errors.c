@@ -101,8 +101,8 @@ static void test_null_arguments(void) {
   bnorm_layer_destroy(layer);
 }
 
-static int failing_adjustment(const int64_t *shape, int rank, float *scale,
-                              float *bias, size_t channels, void *user_data);
+static int failing_adjustment(const int64_t *shape, int rank, double *scale,
+                              double *bias, size_t channels, void *user_data);
 
 static void test_build_errors(void) {
   bnorm_config cfg;
@@ -308,8 +308,8 @@ static void test_forward_errors(void) {
   bnorm_layer_destroy(layer);
 }
 
-static int failing_adjustment(const int64_t *shape, int rank, float *scale,
-                              float *bias, size_t channels, void *user_data) {
+static int failing_adjustment(const int64_t *shape, int rank, double *scale,
+                              double *bias, size_t channels, void *user_data) {
   (void)shape, (void)rank, (void)user_data;
   for (size_t i = 0; i < channels; i++) scale[i] = bias[i] = NAN;
   return -1;
@@ -341,7 +341,7 @@ static void test_callback_failure_changes_nothing(void) {
 }
 
 static int adjustment_fails_when_flagged(const int64_t *shape, int rank,
-                                         float *scale, float *bias,
+                                         double *scale, double *bias,
                                          size_t channels, void *user_data) {
   (void)shape, (void)rank;
   for (size_t i = 0; i < channels; i++) {

@@ -121,7 +121,7 @@ typedef struct adj_ctx {
   int calls;
 } adj_ctx;
 
-static int adjustment_cb(const int64_t *input_shape, int rank, float *scale, float *bias,
+static int adjustment_cb(const int64_t *input_shape, int rank, double *scale, double *bias,
                          size_t channels, void *user_data) {
   (void)input_shape;
   (void)rank;
@@ -129,8 +129,8 @@ static int adjustment_cb(const int64_t *input_shape, int rank, float *scale, flo
   a->calls++;
   if (!a->given) {
     for (size_t i = 0; i < channels; i++) {
-      scale[i] = 1.0f;
-      bias[i] = 0.0f;
+      scale[i] = 1.0;
+      bias[i] = 0.0;
     }
     return 0;
   }
@@ -139,8 +139,10 @@ static int adjustment_cb(const int64_t *input_shape, int rank, float *scale, flo
             a->scale->n);
     return 1;
   }
-  memcpy(scale, a->scale->v, channels * sizeof *scale);
-  memcpy(bias, a->bias->v, channels * sizeof *bias);
+  for (size_t i = 0; i < channels; i++) {
+    scale[i] = a->scale->v[i];
+    bias[i] = a->bias->v[i];
+  }
   return 0;
 }
 

@@ -155,7 +155,7 @@ typedef struct fused_case {
   const char *why;
 } fused_case;
 
-static int adj_unit(const int64_t *shape, int rank, float *scale, float *bias, size_t channels,
+static int adj_unit(const int64_t *shape, int rank, double *scale, double *bias, size_t channels,
                     void *user_data) {
   (void)shape;
   (void)rank;
@@ -578,7 +578,7 @@ static void test_renorm_same_momentum(void) {
 /* Composition order: y = gamma * (a_s * (r * xhat + d) + a_b) + beta         */
 /* ------------------------------------------------------------------------ */
 
-static int adj_fixed(const int64_t *shape, int rank, float *scale, float *bias, size_t channels,
+static int adj_fixed(const int64_t *shape, int rank, double *scale, double *bias, size_t channels,
                      void *user_data) {
   (void)shape;
   (void)rank;

@@ -31,14 +31,14 @@ static void test_philox_known_answers(void) {
   }
 }
 
-static void fill(const bnorm_initializer *init, float *values, size_t count,
+static void fill(const bnorm_initializer *init, double *values, size_t count,
                  uint64_t fallback_seed) {
   int64_t shape[1] = {(int64_t)count};
-  CHECK_OK(bn_initializer_fill(init, values, count, shape, 1, fallback_seed,
+  CHECK_OK(bn_initializer_fill(init, BNORM_FLOAT32, values, count, shape, 1, fallback_seed,
                                "test_initializer"));
 }
 
-static void moments(const float *x, size_t n, double *mean, double *stddev,
+static void moments(const double *x, size_t n, double *mean, double *stddev,
                     double *lo, double *hi) {
   double s = 0, s2 = 0;
   *lo = INFINITY;
@@ -53,14 +53,14 @@ static void moments(const float *x, size_t n, double *mean, double *stddev,
   *stddev = sqrt(s2 / (double)n);
 }
 
-static int fail_init(float *values, size_t count, const int64_t *shape, int rank,
+static int fail_init(double *values, size_t count, const int64_t *shape, int rank,
                      void *user_data) {
   (void)shape; (void)rank; (void)user_data;
   if (count) values[0] = 123; /* a partial write the layer must not rely on */
   return 5;
 }
 
-static int shape_init(float *values, size_t count, const int64_t *shape,
+static int shape_init(double *values, size_t count, const int64_t *shape,
                       int rank, void *user_data) {
   int *calls = user_data;
   (*calls)++;
@@ -70,7 +70,7 @@ static int shape_init(float *values, size_t count, const int64_t *shape,
 
 static void test_initializers(void) {
   enum { N = 200000 };
-  float *a = malloc(N * sizeof *a), *b = malloc(N * sizeof *b);
+  double *a = malloc(N * sizeof *a), *b = malloc(N * sizeof *b);
   if (!a || !b) {
     CHECK(false);
     free(a);
@@ -149,7 +149,7 @@ static void test_initializers(void) {
       {0x3f1ceaf0, 0x3f7cdb21, 0x3f536c02, 0x3f3ac704},  /* uniform 0..3 */
       {0xc017de38, 0xbf8efe12, 0xbe9c5555, 0x3eee7e73},  /* normal 12..15 */
       {0x3e97ec0f, 0xbf8efe12, 0xbe9c5555, 0x3eee7e73}}; /* truncated 12..15 */
-  float got[4][16];
+  double got[4][16];
   fill(&pinned[0], got[0], 4, 0);
   fill(&pinned[1], got[1], 4, 0);
   fill(&pinned[0], a, 16, 0);
@@ -158,8 +158,9 @@ static void test_initializers(void) {
   memcpy(got[3], a + 12, 4 * sizeof *a);
   for (int k = 0; k < 4; k++)
     for (int i = 0; i < 4; i++) {
+      float value = (float)got[k][i];
       uint32_t bits;
-      memcpy(&bits, &got[k][i], sizeof bits);
+      memcpy(&bits, &value, sizeof bits);
       CHECKF(bits == want_bits[k][i], "pinned value %d/%d: 0x%08x (%.9g), want 0x%08x",
              k, i, (unsigned)bits, got[k][i], (unsigned)want_bits[k][i]);
     }
@@ -172,14 +173,14 @@ static void test_initializers(void) {
   cb.fn = shape_init;
   cb.user_data = &calls;
   int64_t shape[2] = {2, 3};
-  CHECK_OK(bn_initializer_fill(&cb, a, 6, shape, 2, 0, "gamma_initializer"));
+  CHECK_OK(bn_initializer_fill(&cb, BNORM_FLOAT32, a, 6, shape, 2, 0, "gamma_initializer"));
   CHECK(calls == 1 && a[5] == 205);
   shape[1] = 4;
-  CHECK_STATUS(bn_initializer_fill(&cb, a, 8, shape, 2, 0, "gamma_initializer"),
+  CHECK_STATUS(bn_initializer_fill(&cb, BNORM_FLOAT32, a, 8, shape, 2, 0, "gamma_initializer"),
                BNORM_ERR_CALLBACK);
   cb.fn = fail_init;
   cb.name = "Flaky";
-  CHECK_STATUS(bn_initializer_fill(&cb, a, 6, shape, 2, 0, "gamma_initializer"),
+  CHECK_STATUS(bn_initializer_fill(&cb, BNORM_FLOAT32, a, 6, shape, 2, 0, "gamma_initializer"),
                BNORM_ERR_CALLBACK);
   CHECKF(strstr(bnorm_last_error(), "gamma_initializer") &&
              strstr(bnorm_last_error(), "Flaky") && strstr(bnorm_last_error(), "5"),
@@ -187,7 +188,7 @@ static void test_initializers(void) {
   cb.fn = NULL;
   CHECK_STATUS(bn_initializer_validate(&cb, "beta_initializer"),
                BNORM_ERR_INVALID_CONFIG);
-  CHECK_STATUS(bn_initializer_fill(&cb, a, 6, shape, 2, 0, "beta_initializer"),
+  CHECK_STATUS(bn_initializer_fill(&cb, BNORM_FLOAT32, a, 6, shape, 2, 0, "beta_initializer"),
                BNORM_ERR_INVALID_CONFIG);
   free(a);
   free(b);
@@ -226,7 +227,7 @@ static bool next_int(tokens *t, long *out) {
 }
 
 /* Reads rank, dims and the weights. */
-static bool read_tensor(tokens *t, int64_t *shape, int *rank, float **w,
+static bool read_tensor(tokens *t, int64_t *shape, int *rank, double **w,
                         size_t *count) {
   long r;
   if (!next_int(t, &r) || r < 0 || r > BNORM_MAX_RANK + 1) return false;
@@ -269,7 +270,7 @@ static void check_regularizer_line(tokens *t, int line) {
   double l1 = 0, l2 = 0;
   int64_t shape[BNORM_MAX_RANK + 1];
   int rank;
-  float *w = NULL;
+  double *w = NULL;
   size_t n;
   bool ok = kind && next_double(t, &l1) && next_double(t, &l2) &&
             read_tensor(t, shape, &rank, &w, &n);
@@ -282,10 +283,10 @@ static void check_regularizer_line(tokens *t, int line) {
     regularizer_lines++;
     bnorm_regularizer reg = regularizer_named(kind, l1, l2);
     /* The gradient is ADDED: start from ones and subtract them again. */
-    float *grad = malloc((n ? n : 1) * sizeof *grad);
+    double *grad = malloc((n ? n : 1) * sizeof *grad);
     for (size_t i = 0; grad && i < n; i++) grad[i] = 1.0f;
     double loss = -1;
-    CHECK_OK(bn_regularizer_apply(&reg, w, n, &loss, grad, "gamma_regularizer"));
+    CHECK_OK(bn_regularizer_apply(&reg, BNORM_FLOAT32, w, n, &loss, grad, "gamma_regularizer"));
     /* TF reduces in float32, bnorm in double: a few float32 ulps apart. */
     CHECKF(fabs(loss - loss_want) <= 1e-6 * fabs(loss_want) + 1e-30,
            "line %d %s: loss %.9g, tf_keras %.9g", line, kind, loss, loss_want);
@@ -293,11 +294,11 @@ static void check_regularizer_line(tokens *t, int line) {
     if (grad) {
       char what[64];
       snprintf(what, sizeof what, "line %d %s gradient", line, kind);
-      th_close(grad, grad_want, n, 1e-7, 0, __FILE__, __LINE__, what);
+      th_close64(grad, grad_want, n, 1e-7, 0, __FILE__, __LINE__, what);
     }
     /* Without a gradient buffer the loss is the same. */
     double loss2 = -1;
-    CHECK_OK(bn_regularizer_apply(&reg, w, n, &loss2, NULL, "gamma_regularizer"));
+    CHECK_OK(bn_regularizer_apply(&reg, BNORM_FLOAT32, w, n, &loss2, NULL, "gamma_regularizer"));
     CHECK(loss2 == loss);
     free(grad);
   }
@@ -329,7 +330,7 @@ static void check_constraint_line(tokens *t, int line) {
   c.axis_count = (int)naxes;
   int64_t shape[BNORM_MAX_RANK + 1];
   int rank;
-  float *w = NULL;
+  double *w = NULL;
   size_t n = 0;
   ok = ok && read_tensor(t, shape, &rank, &w, &n);
   double *want = ok ? malloc((n ? n : 1) * sizeof *want) : NULL;
@@ -337,7 +338,7 @@ static void check_constraint_line(tokens *t, int line) {
   CHECKF(ok, "golden/weight_fns.txt line %d is malformed", line);
   if (ok) {
     constraint_lines++;
-    CHECK_OK(bn_constraint_apply(&c, w, n, shape, rank, "gamma_constraint"));
+    CHECK_OK(bn_constraint_apply(&c, BNORM_FLOAT32, w, n, shape, rank, "gamma_constraint"));
     char what[64];
     snprintf(what, sizeof what, "line %d %s", line, kind);
     /* Norms summed in double vs TF's float32: within 2 float32 ulps. */
@@ -345,7 +346,7 @@ static void check_constraint_line(tokens *t, int line) {
     for (size_t i = 0; i < n; i++)
       if (isnan(want[i]) != isnan(w[i])) nan_ok = false;
     CHECKF(nan_ok, "%s: NaN pattern differs", what);
-    th_close(w, want, n, 2.5e-7, 1e-30, __FILE__, __LINE__, what);
+    th_close64(w, want, n, 2.5e-7, 1e-30, __FILE__, __LINE__, what);
   }
   free(w);
   free(want);
@@ -389,15 +390,15 @@ static void test_golden(void) {
 
 /* ---- regularizer and constraint edge cases ---- */
 
-static int fail_reg(const float *weight, size_t count, double *loss,
-                    float *gradient, void *user_data) {
+static int fail_reg(const double *weight, size_t count, double *loss,
+                    double *gradient, void *user_data) {
   (void)weight; (void)count; (void)gradient; (void)user_data;
   *loss = 99;
   return -1;
 }
 
-static int sum_reg(const float *weight, size_t count, double *loss,
-                   float *gradient, void *user_data) {
+static int sum_reg(const double *weight, size_t count, double *loss,
+                   double *gradient, void *user_data) {
   (void)user_data;
   double s = 0;
   for (size_t i = 0; i < count; i++) {
@@ -409,30 +410,30 @@ static int sum_reg(const float *weight, size_t count, double *loss,
 }
 
 static void test_regularizer_edges(void) {
-  float w[4] = {0.0f, -0.0f, 2.0f, -3.0f};
-  float g[4] = {0, 0, 0, 0};
+  double w[4] = {0.0f, -0.0f, 2.0f, -3.0f};
+  double g[4] = {0, 0, 0, 0};
   double loss;
   /* d|w|/dw = sign(w), sign(0) = 0. */
   bnorm_regularizer l1 = bnorm_regularizer_l1(0.5);
-  CHECK_OK(bn_regularizer_apply(&l1, w, 4, &loss, g, "beta_regularizer"));
+  CHECK_OK(bn_regularizer_apply(&l1, BNORM_FLOAT32, w, 4, &loss, g, "beta_regularizer"));
   CHECK(loss == 2.5 && g[0] == 0 && g[1] == 0 && g[2] == 0.5f && g[3] == -0.5f);
   /* Coefficients act as float32, as Keras' cast_to_floatx makes them. */
   bnorm_regularizer l2 = bnorm_regularizer_l2(0.1);
-  CHECK_OK(bn_regularizer_apply(&l2, w, 4, &loss, NULL, "beta_regularizer"));
+  CHECK_OK(bn_regularizer_apply(&l2, BNORM_FLOAT32, w, 4, &loss, NULL, "beta_regularizer"));
   CHECK(loss == (double)0.1f * 13.0);
   /* L1L2 skips a zero term (0 * inf would be NaN); L1(0) does not. */
-  float inf_w[1] = {INFINITY};
+  double inf_w[1] = {INFINITY};
   bnorm_regularizer l1l2 = bnorm_regularizer_l1_l2(0.0, 0.1);
-  CHECK_OK(bn_regularizer_apply(&l1l2, inf_w, 1, &loss, NULL, "r"));
+  CHECK_OK(bn_regularizer_apply(&l1l2, BNORM_FLOAT32, inf_w, 1, &loss, NULL, "r"));
   CHECK(isinf(loss));
   bnorm_regularizer l1_zero = bnorm_regularizer_l1(0.0);
-  CHECK_OK(bn_regularizer_apply(&l1_zero, inf_w, 1, &loss, NULL, "r"));
+  CHECK_OK(bn_regularizer_apply(&l1_zero, BNORM_FLOAT32, inf_w, 1, &loss, NULL, "r"));
   CHECK(isnan(loss));
   bnorm_regularizer none = bnorm_regularizer_none();
   loss = 5;
-  CHECK_OK(bn_regularizer_apply(&none, w, 4, &loss, g, "r"));
+  CHECK_OK(bn_regularizer_apply(&none, BNORM_FLOAT32, w, 4, &loss, g, "r"));
   CHECK(loss == 0);
-  CHECK_OK(bn_regularizer_apply(&l1, w, 0, &loss, g, "r"));
+  CHECK_OK(bn_regularizer_apply(&l1, BNORM_FLOAT32, w, 0, &loss, g, "r"));
   CHECK(loss == 0);
 
   bnorm_regularizer cb;
@@ -440,11 +441,11 @@ static void test_regularizer_edges(void) {
   cb.kind = BNORM_REG_CALLBACK;
   cb.fn = sum_reg;
   memset(g, 0, sizeof g);
-  CHECK_OK(bn_regularizer_apply(&cb, w, 4, &loss, g, "gamma_regularizer"));
+  CHECK_OK(bn_regularizer_apply(&cb, BNORM_FLOAT32, w, 4, &loss, g, "gamma_regularizer"));
   CHECK(loss == -1 && g[3] == 1);
   cb.fn = fail_reg;
   loss = 7;
-  CHECK_STATUS(bn_regularizer_apply(&cb, w, 4, &loss, g, "gamma_regularizer"),
+  CHECK_STATUS(bn_regularizer_apply(&cb, BNORM_FLOAT32, w, 4, &loss, g, "gamma_regularizer"),
                BNORM_ERR_CALLBACK);
   CHECK(loss == 7); /* not written on failure */
   CHECK(strstr(bnorm_last_error(), "gamma_regularizer") != NULL);
@@ -453,7 +454,7 @@ static void test_regularizer_edges(void) {
   CHECK_STATUS(bn_regularizer_validate(&bad, "beta_regularizer"),
                BNORM_ERR_INVALID_CONFIG);
   CHECK(strstr(bnorm_last_error(), "not a valid regularization penalty number"));
-  CHECK_STATUS(bn_regularizer_apply(&bad, w, 4, &loss, g, "beta_regularizer"),
+  CHECK_STATUS(bn_regularizer_apply(&bad, BNORM_FLOAT32, w, 4, &loss, g, "beta_regularizer"),
                BNORM_ERR_INVALID_CONFIG);
   bad = bnorm_regularizer_l1_l2(0.1, -INFINITY);
   CHECK_STATUS(bn_regularizer_validate(&bad, "beta_regularizer"),
@@ -463,14 +464,14 @@ static void test_regularizer_edges(void) {
                BNORM_ERR_INVALID_CONFIG);
 }
 
-static int fail_constraint(float *weight, size_t count, const int64_t *shape,
+static int fail_constraint(double *weight, size_t count, const int64_t *shape,
                            int rank, void *user_data) {
   (void)shape; (void)rank; (void)user_data;
   for (size_t i = 0; i < count; i++) weight[i] = -1; /* scribbles, then fails */
   return 3;
 }
 
-static int clamp_constraint(float *weight, size_t count, const int64_t *shape,
+static int clamp_constraint(double *weight, size_t count, const int64_t *shape,
                             int rank, void *user_data) {
   (void)shape; (void)rank; (void)user_data;
   for (size_t i = 0; i < count; i++)
@@ -479,8 +480,8 @@ static int clamp_constraint(float *weight, size_t count, const int64_t *shape,
 }
 
 static void test_constraint_edges(void) {
-  float w[6] = {3, -4, 0, 1, 2, -2};
-  float before[6];
+  double w[6] = {3, -4, 0, 1, 2, -2};
+  double before[6];
   memcpy(before, w, sizeof w);
   int64_t shape[2] = {2, 3};
 
@@ -490,62 +491,62 @@ static void test_constraint_edges(void) {
   cb.kind = BNORM_CONSTRAINT_CALLBACK;
   cb.fn = fail_constraint;
   cb.name = "Scribbler";
-  CHECK_STATUS(bn_constraint_apply(&cb, w, 6, shape, 2, "gamma_constraint"),
+  CHECK_STATUS(bn_constraint_apply(&cb, BNORM_FLOAT32, w, 6, shape, 2, "gamma_constraint"),
                BNORM_ERR_CALLBACK);
   CHECK(memcmp(w, before, sizeof w) == 0);
   CHECK(strstr(bnorm_last_error(), "Scribbler") != NULL);
   cb.fn = clamp_constraint;
-  CHECK_OK(bn_constraint_apply(&cb, w, 6, shape, 2, "gamma_constraint"));
+  CHECK_OK(bn_constraint_apply(&cb, BNORM_FLOAT32, w, 6, shape, 2, "gamma_constraint"));
   CHECK(w[0] == 1 && w[1] == -4 && w[4] == 1);
   memcpy(w, before, sizeof w);
 
   bnorm_constraint unit = bnorm_constraint_unit_norm();
   unit.axis[0] = 2;
-  CHECK_STATUS(bn_constraint_apply(&unit, w, 6, shape, 2, "gamma_constraint"),
+  CHECK_STATUS(bn_constraint_apply(&unit, BNORM_FLOAT32, w, 6, shape, 2, "gamma_constraint"),
                BNORM_ERR_SHAPE);
   CHECK(strstr(bnorm_last_error(), "axis 2") != NULL);
   unit.axis[0] = -3;
-  CHECK_STATUS(bn_constraint_apply(&unit, w, 6, shape, 2, "gamma_constraint"),
+  CHECK_STATUS(bn_constraint_apply(&unit, BNORM_FLOAT32, w, 6, shape, 2, "gamma_constraint"),
                BNORM_ERR_SHAPE);
   unit.axis[0] = 0;
   unit.axis[1] = -2; /* the same dimension twice once resolved */
   unit.axis_count = 2;
-  CHECK_STATUS(bn_constraint_apply(&unit, w, 6, shape, 2, "gamma_constraint"),
+  CHECK_STATUS(bn_constraint_apply(&unit, BNORM_FLOAT32, w, 6, shape, 2, "gamma_constraint"),
                BNORM_ERR_SHAPE);
   unit.axis_count = 1;
-  CHECK_STATUS(bn_constraint_apply(&unit, w, 5, shape, 2, "gamma_constraint"),
+  CHECK_STATUS(bn_constraint_apply(&unit, BNORM_FLOAT32, w, 5, shape, 2, "gamma_constraint"),
                BNORM_ERR_SHAPE);
   bnorm_constraint bad = bnorm_constraint_min_max_norm(0, 1, NAN);
-  CHECK_STATUS(bn_constraint_apply(&bad, w, 6, shape, 2, "beta_constraint"),
+  CHECK_STATUS(bn_constraint_apply(&bad, BNORM_FLOAT32, w, 6, shape, 2, "beta_constraint"),
                BNORM_ERR_INVALID_CONFIG);
   CHECK(memcmp(w, before, sizeof w) == 0);
 
   /* Axis 0 of a (2, 3) weight: one norm per column. */
-  CHECK_OK(bn_constraint_apply(&unit, w, 6, shape, 2, "gamma_constraint"));
+  CHECK_OK(bn_constraint_apply(&unit, BNORM_FLOAT32, w, 6, shape, 2, "gamma_constraint"));
   double col0 = sqrt(3.0 * 3.0 + 1.0);
   CHECK(fabs(w[0] - 3 / col0) < 1e-6 && fabs(w[3] - 1 / col0) < 1e-6);
   CHECK(fabs(w[1] + 4 / sqrt(20.0)) < 1e-6);
 
   /* A zero weight stays zero (epsilon keeps the division finite). */
-  float zero[3] = {0, 0, 0};
+  double zero[3] = {0, 0, 0};
   int64_t shape3[1] = {3};
-  CHECK_OK(bn_constraint_apply(&unit, zero, 3, shape3, 1, "gamma_constraint"));
+  CHECK_OK(bn_constraint_apply(&unit, BNORM_FLOAT32, zero, 3, shape3, 1, "gamma_constraint"));
   CHECK(zero[0] == 0 && zero[2] == 0);
   bnorm_constraint max_norm = bnorm_constraint_max_norm(2);
-  CHECK_OK(bn_constraint_apply(&max_norm, zero, 3, shape3, 1, "gamma_constraint"));
+  CHECK_OK(bn_constraint_apply(&max_norm, BNORM_FLOAT32, zero, 3, shape3, 1, "gamma_constraint"));
   CHECK(zero[1] == 0);
   /* NonNeg: w * (w >= 0), so -inf becomes NaN as in Keras. */
-  float odd[4] = {-INFINITY, -0.0f, NAN, 1.5f};
+  double odd[4] = {-INFINITY, -0.0f, NAN, 1.5f};
   bnorm_constraint non_neg = bnorm_constraint_non_neg();
   int64_t shape4[1] = {4};
-  CHECK_OK(bn_constraint_apply(&non_neg, odd, 4, shape4, 1, "beta_constraint"));
+  CHECK_OK(bn_constraint_apply(&non_neg, BNORM_FLOAT32, odd, 4, shape4, 1, "beta_constraint"));
   CHECK(isnan(odd[0]) && odd[1] == 0 && signbit(odd[1]) && isnan(odd[2]) &&
         odd[3] == 1.5f);
   /* Empty weights are fine. */
   int64_t empty_shape[1] = {0};
-  CHECK_OK(bn_constraint_apply(&unit, NULL, 0, empty_shape, 1, "gamma_constraint"));
+  CHECK_OK(bn_constraint_apply(&unit, BNORM_FLOAT32, NULL, 0, empty_shape, 1, "gamma_constraint"));
   bnorm_constraint none = bnorm_constraint_none();
-  CHECK_OK(bn_constraint_apply(&none, w, 6, shape, 2, "gamma_constraint"));
+  CHECK_OK(bn_constraint_apply(&none, BNORM_FLOAT32, w, 6, shape, 2, "gamma_constraint"));
 }
 
 int main(void) {
