@@ -239,7 +239,10 @@ static bnorm_status write_config(bn_json_writer *w, const bnorm_config *config) 
   bn_jw_key(w, "trainable");
   bn_jw_bool(w, config->trainable);
   bn_jw_key(w, "dtype");
-  (void)bn_jw_string(w, "float32", 7);
+  if (config->dtype == BNORM_FLOAT64)
+    (void)bn_jw_string(w, "float64", 7);
+  else
+    (void)bn_jw_string(w, "float32", 7);
   bn_jw_key(w, "axis");
   if (config->axis_is_list || config->axis_count != 1) {
     bn_jw_begin_array(w);
@@ -787,18 +790,26 @@ static bnorm_status read_constraint(const bn_json_value *v, const char *what,
 
 /* ---- the layer config ---- */
 
-static bnorm_status read_dtype(const bn_json_value *v) {
+static bnorm_status read_dtype(const bn_json_value *v, bnorm_dtype *dtype) {
   const bn_json_value *name = v;
   if (v->type == BN_JSON_OBJECT) {
     /* A DTypePolicy: {"class_name": "Policy", "config": {"name": ...}}. */
     name = bn_json_get(bn_json_get(v, "config"), "name");
   }
-  if (v->type == BN_JSON_NULL || bn_json_is_string(name, "float32"))
+  if (v->type == BN_JSON_NULL || bn_json_is_string(name, "float32")) {
+    *dtype = BNORM_FLOAT32;
     return BNORM_OK;
+  }
+  if (bn_json_is_string(name, "float64")) {
+    *dtype = BNORM_FLOAT64;
+    return BNORM_OK;
+  }
   if (name && name->type == BN_JSON_STRING)
     return bn_fail(BNORM_ERR_UNSUPPORTED,
-                   "dtype: '%s' is not supported; bnorm computes in float32 "
-                   "for now, so the layer's dtype policy must be float32",
+                   "dtype: '%s' is not supported; the C layer computes in "
+                   "float32 or float64 (for a float16 policy, run a float32 "
+                   "layer on inputs cast to float32, as the Python binding "
+                   "does)",
                    name->string);
   return bn_fail(BNORM_ERR_INVALID_CONFIG,
                  "dtype: expected a dtype name or a Policy object, got %s (at "
@@ -891,7 +902,8 @@ static bnorm_status read_config(const bn_json_value *root, bnorm_config *c,
   if ((v = bn_json_get(o, "trainable")) &&
       (s = expect_bool(v, "trainable", &c->trainable)))
     return s;
-  if ((v = bn_json_get(o, "dtype")) && (s = read_dtype(v))) return s;
+  if ((v = bn_json_get(o, "dtype")) && (s = read_dtype(v, &c->dtype)))
+    return s;
   if ((v = bn_json_get(o, "axis")) &&
       (s = read_axes(v, "axis", BNORM_MAX_RANK, c->axis, &c->axis_count,
                      &c->axis_is_list)))

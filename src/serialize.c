@@ -1,4 +1,4 @@
-/* Saving and loading a layer's variables: the "bnorm variables v1" format
+/* Saving and loading a layer's variables: the "bnorm variables" format
  * documented at the end of bnorm.h.
  *
  * This file uses only the public variable API (count, info, get, set), so it
@@ -40,7 +40,10 @@ static const unsigned char file_magic[8] = {'B', 'N', 'O', 'R',
                                             'M', 'V', 'A', 'R'};
 
 enum {
-  FORMAT_VERSION = 1,
+  /* Version 1 holds float32 data only; version 2 adds FLAG_FLOAT64. A
+   * float32 layer still writes version 1, which bnorm 0.1 can read. */
+  VERSION_FLOAT32 = 1,
+  VERSION_LATEST = 2,
   MAGIC_BYTES = 8,
   VERSION_OFFSET = 8,
   COUNT_OFFSET = 12,
@@ -54,7 +57,7 @@ enum {
   /* Parameter shapes gain one axis with virtual_batch_size. */
   MAX_FILE_RANK = BNORM_MAX_RANK + 1,
   FLAG_TRAINABLE = 1u,
-  KNOWN_FLAGS = FLAG_TRAINABLE
+  FLAG_FLOAT64 = 2u
 };
 
 /* ------------------------------------------------------------------------- */
@@ -92,6 +95,19 @@ static void put_f32(unsigned char *p, float f) {
 static float get_f32(const unsigned char *p) {
   uint32_t bits = get_u32(p);
   float f;
+  memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+static void put_f64(unsigned char *p, double f) {
+  uint64_t bits;
+  memcpy(&bits, &f, sizeof bits);
+  put_u64(p, bits);
+}
+
+static double get_f64(const unsigned char *p) {
+  uint64_t bits = get_u64(p);
+  double f;
   memcpy(&f, &bits, sizeof f);
   return f;
 }
@@ -145,7 +161,7 @@ static bnorm_status measure_image(const bnorm_layer *layer, size_t *image_size,
     /* name_len u32 + name + rank u32 + dims + flags u32 + data */
     size_t entry = 4 + name_len + 4 + 8 * (size_t)info.rank + 4;
     size_t data_bytes;
-    if (!bn_mul_size(info.count, 4, &data_bytes) ||
+    if (!bn_mul_size(info.count, bn_dtype_size(bnorm_layer_config(layer)->dtype), &data_bytes) ||
         data_bytes > SIZE_MAX - entry || entry + data_bytes > SIZE_MAX - total)
       return bn_fail(BNORM_ERR_OVERFLOW,
                      "the file image of the layer's variables would be larger "
@@ -161,11 +177,12 @@ static bnorm_status measure_image(const bnorm_layer *layer, size_t *image_size,
 /* Writes the image into out[0..image_size); `scratch` holds the largest
  * variable. */
 static bnorm_status encode_image(const bnorm_layer *layer, unsigned char *out,
-                                 size_t image_size, float *scratch) {
+                                 size_t image_size, void *scratch) {
   size_t count = bnorm_layer_variable_count(layer);
   size_t pos = 0;
+  bool f64 = bnorm_layer_config(layer)->dtype == BNORM_FLOAT64;
   memcpy(out, file_magic, MAGIC_BYTES);
-  put_u32(out + VERSION_OFFSET, FORMAT_VERSION);
+  put_u32(out + VERSION_OFFSET, f64 ? VERSION_LATEST : VERSION_FLOAT32);
   put_u32(out + COUNT_OFFSET, (uint32_t)count);
   pos = HEADER_BYTES;
   for (size_t i = 0; i < count; i++) {
@@ -183,10 +200,18 @@ static bnorm_status encode_image(const bnorm_layer *layer, unsigned char *out,
     pos += 4;
     for (int d = 0; d < info.rank; d++, pos += 8)
       put_u64(out + pos, (uint64_t)info.shape[d]);
-    put_u32(out + pos, info.trainable ? FLAG_TRAINABLE : 0u);
+    put_u32(out + pos, (info.trainable ? FLAG_TRAINABLE : 0u) |
+                           (f64 ? FLAG_FLOAT64 : 0u));
     pos += 4;
-    for (size_t k = 0; k < info.count; k++, pos += 4)
-      put_f32(out + pos, scratch[k]);
+    for (size_t k = 0; k < info.count; k++) {
+      if (f64) {
+        put_f64(out + pos, ((const double *)scratch)[k]);
+        pos += 8;
+      } else {
+        put_f32(out + pos, ((const float *)scratch)[k]);
+        pos += 4;
+      }
+    }
   }
   put_u32(out + pos, bn_crc32_update(0, out, pos));
   pos += CRC_BYTES;
@@ -201,11 +226,11 @@ static bnorm_status encode_image(const bnorm_layer *layer, unsigned char *out,
 static bnorm_status encode_with_scratch(const bnorm_layer *layer,
                                         unsigned char *out, size_t image_size,
                                         size_t largest_count) {
-  size_t floats = largest_count ? largest_count : 1;
-  float *scratch = malloc(floats * sizeof *scratch);
+  size_t elements = largest_count ? largest_count : 1;
+  void *scratch = malloc(elements * bn_dtype_size(bnorm_layer_config(layer)->dtype));
   if (!scratch)
     return bn_fail(BNORM_ERR_OUT_OF_MEMORY,
-                   "out of memory copying a variable of %zu floats",
+                   "out of memory copying a variable of %zu elements",
                    largest_count);
   bnorm_status st = encode_image(layer, out, image_size, scratch);
   free(scratch);
@@ -353,10 +378,12 @@ typedef struct parsed_variable {
   uint32_t rank;
   uint64_t dims[MAX_FILE_RANK];
   size_t count;           /* elements */
-  size_t data_offset;     /* where its floats start */
+  size_t data_offset;     /* where its values start */
+  bool float64;           /* values are float64 (else float32) */
 } parsed_variable;
 
 typedef struct parsed_image {
+  uint32_t version;
   uint32_t count;
   parsed_variable variables[MAX_FILE_VARIABLES];
 } parsed_image;
@@ -402,17 +429,20 @@ static bnorm_status parse_header(reader *r, parsed_image *image) {
   r->pos = VERSION_OFFSET;
   if (!has_bytes(r, 4)) return truncated(r, "the format version", 4);
   uint32_t version = get_u32(r->data + r->pos);
-  if (version != FORMAT_VERSION) {
+  if (version < VERSION_FLOAT32 || version > VERSION_LATEST) {
     if (trailing_crc_matches(r->data, r->size))
       return bn_fail(BNORM_ERR_UNSUPPORTED,
                      "%s has format version %u (offset %d); this bnorm reads "
-                     "version %d",
-                     r->source, version, VERSION_OFFSET, FORMAT_VERSION);
+                     "versions %d to %d",
+                     r->source, version, VERSION_OFFSET, VERSION_FLOAT32,
+                     VERSION_LATEST);
     return bn_fail(BNORM_ERR_CORRUPT,
                    "%s is corrupted: the format version at offset %d is %u "
-                   "(expected %d) and the CRC does not match",
-                   r->source, VERSION_OFFSET, version, FORMAT_VERSION);
+                   "(expected %d to %d) and the CRC does not match",
+                   r->source, VERSION_OFFSET, version, VERSION_FLOAT32,
+                   VERSION_LATEST);
   }
+  image->version = version;
   r->pos = COUNT_OFFSET;
   if (!has_bytes(r, 4)) return truncated(r, "the variable count", 4);
   image->count = get_u32(r->data + r->pos);
@@ -425,8 +455,8 @@ static bnorm_status parse_header(reader *r, parsed_image *image) {
   return BNORM_OK;
 }
 
-static bnorm_status parse_variable(reader *r, uint32_t index,
-                                   parsed_variable *v) {
+static bnorm_status parse_variable(reader *r, uint32_t version,
+                                   uint32_t index, parsed_variable *v) {
   char what[64];
   v->offset = r->pos;
   snprintf(what, sizeof what, "the name length of variable %u", index);
@@ -482,28 +512,37 @@ static bnorm_status parse_variable(reader *r, uint32_t index,
            (const char *)v->name);
   if (!has_bytes(r, 4)) return truncated(r, what, 4);
   uint32_t flags = get_u32(r->data + r->pos);
-  if (flags & ~(uint32_t)KNOWN_FLAGS)
+  uint32_t known = version == VERSION_FLOAT32 ? FLAG_TRAINABLE
+                                              : FLAG_TRAINABLE | FLAG_FLOAT64;
+  if (flags & ~known)
     return bn_fail(BNORM_ERR_CORRUPT,
                    "%s is corrupted: the flags of '%.*s' at offset %zu are "
-                   "0x%08x; version %d defines only bit 0 (trainable)",
+                   "0x%08x; version %u defines only %s",
                    r->source, (int)v->name_len, (const char *)v->name, r->pos,
-                   flags, FORMAT_VERSION);
+                   flags, version,
+                   version == VERSION_FLOAT32
+                       ? "bit 0 (trainable)"
+                       : "bit 0 (trainable) and bit 1 (float64)");
+  v->float64 = (flags & FLAG_FLOAT64) != 0;
   /* The trainable bit is informational: Keras' load_weights restores values
    * whatever the variables' trainability, and a compat.v1 layer built with
    * trainable=false legitimately loads weights saved from a trainable one. */
   r->pos += 4;
 
   v->data_offset = r->pos;
-  /* Compare in elements first: count * 4 could overflow. */
-  if ((r->size - r->pos) / 4 < v->count) {
+  size_t element_bytes = v->float64 ? 8 : 4;
+  /* Compare in elements first: count * element_bytes could overflow. */
+  if ((r->size - r->pos) / element_bytes < v->count) {
     snprintf(what, sizeof what, "the data of '%.*s'", (int)v->name_len,
              (const char *)v->name);
     return bn_fail(BNORM_ERR_CORRUPT,
-                   "%s is truncated or corrupted: %s (%zu floats) starts at "
-                   "offset %zu but only %zu bytes remain",
-                   r->source, what, v->count, r->pos, r->size - r->pos);
+                   "%s is truncated or corrupted: %s (%zu %s values) starts "
+                   "at offset %zu but only %zu bytes remain",
+                   r->source, what, v->count,
+                   v->float64 ? "float64" : "float32", r->pos,
+                   r->size - r->pos);
   }
-  r->pos += v->count * 4;
+  r->pos += v->count * element_bytes;
   return BNORM_OK;
 }
 
@@ -515,7 +554,7 @@ static bnorm_status parse_image(const unsigned char *data, size_t size,
   bnorm_status st = parse_header(&r, image);
   if (st != BNORM_OK) return st;
   for (uint32_t i = 0; i < image->count; i++) {
-    st = parse_variable(&r, i, &image->variables[i]);
+    st = parse_variable(&r, image->version, i, &image->variables[i]);
     if (st != BNORM_OK) return st;
   }
   if (!has_bytes(&r, CRC_BYTES)) return truncated(&r, "the CRC-32", CRC_BYTES);
@@ -641,13 +680,15 @@ static bnorm_status apply_image(bnorm_layer *layer, const unsigned char *data,
   size_t layer_count = bnorm_layer_variable_count(layer);
   size_t total = bnorm_layer_weights_count(layer);
   size_t bytes;
-  if (!bn_mul_size(total ? total : 1, 2 * sizeof(float), &bytes))
+  bnorm_dtype dtype = bnorm_layer_config(layer)->dtype;
+  size_t element_size = bn_dtype_size(dtype);
+  if (!bn_mul_size(total ? total : 1, 2 * element_size, &bytes))
     return bn_fail(BNORM_ERR_OVERFLOW, "the layer's variables are too large");
-  float *buffer = malloc(bytes);
+  char *buffer = malloc(bytes);
   if (!buffer)
     return bn_fail(BNORM_ERR_OUT_OF_MEMORY,
-                   "out of memory loading %zu floats of variables", total);
-  float *incoming = buffer, *previous = buffer + total;
+                   "out of memory loading %zu values of variables", total);
+  char *incoming = buffer, *previous = buffer + total * element_size;
   bnorm_status st = BNORM_OK;
   size_t offset = 0;
   /* Decode everything and keep a copy of the current values first. */
@@ -660,16 +701,21 @@ static bnorm_status apply_image(bnorm_layer *layer, const unsigned char *data,
                    total);
       break;
     }
+    /* Data of the other dtype is converted, as Keras' load_weights casts. */
     for (size_t k = 0; k < v->count; k++)
-      incoming[offset + k] = get_f32(data + v->data_offset + 4 * k);
-    st = bnorm_layer_get_variable(layer, i, previous + offset, v->count);
+      bn_store(incoming, dtype, offset + k,
+               v->float64 ? get_f64(data + v->data_offset + 8 * k)
+                          : (double)get_f32(data + v->data_offset + 4 * k));
+    st = bnorm_layer_get_variable(layer, i, previous + offset * element_size,
+                                  v->count);
     offset += v->count;
   }
   size_t written = 0;
   offset = 0;
   for (; st == BNORM_OK && written < layer_count; written++) {
     size_t n = image->variables[file_index[written]].count;
-    st = bnorm_layer_set_variable(layer, written, incoming + offset, n);
+    st = bnorm_layer_set_variable(layer, written,
+                                  incoming + offset * element_size, n);
     if (st == BNORM_OK) offset += n;
   }
   if (st != BNORM_OK && written > 0) {
@@ -679,7 +725,8 @@ static bnorm_status apply_image(bnorm_layer *layer, const unsigned char *data,
     offset = 0;
     for (size_t i = 0; i < written; i++) {
       size_t n = image->variables[file_index[i]].count;
-      (void)bnorm_layer_set_variable(layer, i, previous + offset, n);
+      (void)bnorm_layer_set_variable(layer, i, previous + offset * element_size,
+                                     n);
       offset += n;
     }
     bn_fail(st, "%s", message);

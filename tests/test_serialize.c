@@ -601,11 +601,19 @@ static void test_crafted_files(void) {
   image im = {0};
 
   /* A later format version with a valid CRC is unsupported, not corrupt. */
-  image_header(&im, 2, 4);
+  image_header(&im, 3, 4);
   for (size_t i = 0; i < 4; i++) image_variable(&im, source, i, names[i], 0);
   image_finish(&im);
   check_crafted(target, before, total, &im, BNORM_ERR_UNSUPPORTED,
-                "version 2");
+                "version 3");
+
+  /* The float64 flag belongs to version 2; in version 1 it is damage. */
+  image_header(&im, 1, 4);
+  for (size_t i = 0; i < 4; i++)
+    image_variable(&im, source, i, names[i], i == 1 ? 2u : 0u);
+  image_finish(&im);
+  check_crafted(target, before, total, &im, BNORM_ERR_CORRUPT,
+                "float64 flag in version 1");
 
   image_header(&im, 1, 65);
   image_finish(&im);
