@@ -33,6 +33,20 @@ bnorm_status lib_forward(bnorm_layer *bn, const float *x, float *y,
                          const int64_t *shape, int rank, bool training,
                          bnorm_updates *pending);
 
+/* A random configuration and first call for sweeps: any behaviour, rank 1
+ * to 5, single/negative/multi axes, ghost batches, renorm with clipping
+ * keys, adjustment, fused choices (a third of the cases fused-eligible). */
+typedef struct ref_sweep_case {
+  ref_config rc;
+  int rank;
+  int64_t shape[BNORM_MAX_RANK];       /* first call's shape */
+  int64_t build_shape[BNORM_MAX_RANK]; /* batch may be -1 */
+  bool batch_normalized;
+} ref_sweep_case;
+void ref_random_case(ref_sweep_case *sc);
+/* Batch size for a later call of the case (any size its rules allow). */
+int64_t ref_next_batch(const ref_sweep_case *sc, bool training);
+
 double *to_double(const float *x, size_t n); /* caller frees */
 double *dmalloc(size_t n);                   /* zeroed, never size 0 */
 float *fmalloc(size_t n);                    /* zeroed, never size 0 */

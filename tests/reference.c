@@ -81,6 +81,7 @@ void ref_config_from_bnorm(ref_config *out, const struct bnorm_config *c) {
   out->virtual_batch_size = c->virtual_batch_size;
   out->adjustment = c->adjustment != NULL;
   out->fused_epsilon_floor = c->fused_epsilon_floor;
+  out->float64 = c->dtype == BNORM_FLOAT64;
 }
 
 /* tf_keras _raise_if_fused_cannot_be_used on a given axis list (the
@@ -92,7 +93,7 @@ static bool fused_can_be_used(const ref_config *cfg, const int *axis, int count)
   if (!(a == -4 || a == -3 || a == -1 || a == 1 || a == 3 || a == 4)) return false;
   if (cfg->virtual_batch_size != 0) return false;
   if (cfg->adjustment) return false;
-  return true; /* compute dtype is float32 */
+  return !cfg->float64; /* fused kernels are float16/32 only */
 }
 
 /* ------------------------------------------------------------------------ */
@@ -303,13 +304,15 @@ void ref_update_free(ref_update *u) {
   memset(u, 0, sizeof *u);
 }
 
-/* decay = 1 - momentum computed in double, converted to the float32
- * variable dtype (tf_keras _assign_moving_average). */
-static double decay_of(double momentum) { return (double)(float)(1.0 - momentum); }
+/* decay = 1 - momentum computed in double, converted to the variable's
+ * dtype (tf_keras _assign_moving_average). */
+static double decay_of(const ref_config *c, double momentum) {
+  return c->float64 ? 1.0 - momentum : (double)(float)(1.0 - momentum);
+}
 
 /* EMA(v, value, m): v <- v - (v - value) * decay */
-static double ema(double v, double value, double momentum) {
-  return v - (v - value) * decay_of(momentum);
+static double ema(const ref_config *c, double v, double value, double momentum) {
+  return v - (v - value) * decay_of(c, momentum);
 }
 
 void ref_apply_update(ref_layer *layer, const ref_update *u) {
@@ -325,10 +328,10 @@ void ref_apply_update(ref_layer *layer, const ref_update *u) {
       double stddev = sqrt(var + c->epsilon);
       double *rm = layer->var[REF_RENORM_MEAN], *rs = layer->var[REF_RENORM_STDDEV];
       double *ms = layer->var[REF_MOVING_STDDEV];
-      rm[ch] = ema(rm[ch], mean, c->renorm_momentum);
-      rs[ch] = ema(rs[ch], stddev, c->renorm_momentum);
-      mm[ch] = ema(mm[ch], mean, c->momentum);
-      ms[ch] = ema(ms[ch], stddev, c->momentum);
+      rm[ch] = ema(c, rm[ch], mean, c->renorm_momentum);
+      rs[ch] = ema(c, rs[ch], stddev, c->renorm_momentum);
+      mm[ch] = ema(c, mm[ch], mean, c->momentum);
+      ms[ch] = ema(c, ms[ch], stddev, c->momentum);
       double v = ms[ch] * ms[ch] - c->epsilon;
       mv[ch] = v > 0.0 ? v : 0.0;
     } else if (layer->fused && c->behavior == REF_KERAS) {
@@ -349,8 +352,8 @@ void ref_apply_update(ref_layer *layer, const ref_update *u) {
       mv[ch] = mv[ch] - (mv[ch] - var * u->bessel) * decay;
     } else {
       /* non-fused EMA (Python float momentum) */
-      mm[ch] = ema(mm[ch], mean, c->momentum);
-      mv[ch] = ema(mv[ch], var, c->momentum);
+      mm[ch] = ema(c, mm[ch], mean, c->momentum);
+      mv[ch] = ema(c, mv[ch], var, c->momentum);
     }
   }
 }
@@ -781,16 +784,18 @@ int ref_fd_gradients(const ref_layer *layer, const ref_forward_args *args,
 /* Comparison                                                               */
 /* ------------------------------------------------------------------------ */
 
-double ref_close_excess(const float *got, const double *want, const double *mag,
-                        size_t n, double rtol, double kmag, size_t *worst) {
+static double close_excess(const void *got, bool got_is_double, const double *want,
+                           const double *mag, size_t n, double rtol, double rounding,
+                           size_t *worst) {
   double scale = 0.0;
   for (size_t i = 0; i < n; i++)
     if (fabs(want[i]) > scale) scale = fabs(want[i]);
   double worst_excess = -INFINITY;
   size_t wi = 0;
   for (size_t i = 0; i < n; i++) {
-    double err = fabs((double)got[i] - want[i]);
-    double allowed = rtol * (fabs(want[i]) + scale) + (mag ? kmag * 0x1.0p-24 * mag[i] : 0.0);
+    double g = got_is_double ? ((const double *)got)[i] : (double)((const float *)got)[i];
+    double err = fabs(g - want[i]);
+    double allowed = rtol * (fabs(want[i]) + scale) + (mag ? rounding * mag[i] : 0.0);
     double excess = (isnan(err) || isnan(want[i])) ? INFINITY : err - allowed;
     if (excess > worst_excess || i == 0) {
       worst_excess = excess;
@@ -801,13 +806,38 @@ double ref_close_excess(const float *got, const double *want, const double *mag,
   return n ? worst_excess : -INFINITY;
 }
 
+double ref_close_excess(const float *got, const double *want, const double *mag,
+                        size_t n, double rtol, double kmag, size_t *worst) {
+  return close_excess(got, false, want, mag, n, rtol, kmag * 0x1.0p-24, worst);
+}
+
+double ref_close_excess64(const double *got, const double *want, const double *mag,
+                          size_t n, double rtol, double kmag, size_t *worst) {
+  return close_excess(got, true, want, mag, n, rtol, kmag * 0x1.0p-53, worst);
+}
+
+static bool check_close(const void *got, bool got_is_double, const double *want,
+                        const double *mag, size_t n, double rtol, double kmag,
+                        const char *file, int line, const char *what) {
+  size_t w = 0;
+  double ex = got_is_double ? ref_close_excess64(got, want, mag, n, rtol, kmag, &w)
+                            : ref_close_excess(got, want, mag, n, rtol, kmag, &w);
+  if (!(ex <= 0.0)) {
+    double g = got_is_double ? ((const double *)got)[w] : (double)((const float *)got)[w];
+    return th_check(false, file, line, "%s: element %zu of %zu is %.17g, expected %.17g (excess %.3g)",
+                    what, w, n, g, want[w], ex);
+  }
+  return th_check(true, file, line, "%s", what);
+}
+
 bool ref_check_close(const float *got, const double *want, const double *mag,
                      size_t n, double rtol, double kmag, const char *file,
                      int line, const char *what) {
-  size_t w = 0;
-  double ex = ref_close_excess(got, want, mag, n, rtol, kmag, &w);
-  if (!(ex <= 0.0))
-    return th_check(false, file, line, "%s: element %zu of %zu is %.9g, expected %.12g (excess %.3g)",
-                    what, w, n, (double)got[w], want[w], ex);
-  return th_check(true, file, line, "%s", what);
+  return check_close(got, false, want, mag, n, rtol, kmag, file, line, what);
+}
+
+bool ref_check_close64(const double *got, const double *want, const double *mag,
+                       size_t n, double rtol, double kmag, const char *file,
+                       int line, const char *what) {
+  return check_close(got, true, want, mag, n, rtol, kmag, file, line, what);
 }

@@ -51,6 +51,7 @@ typedef struct ref_config {
   int64_t virtual_batch_size; /* 0 = None */
   bool adjustment;            /* an adjustment callable is given */
   bool fused_epsilon_floor;   /* old TF: fused epsilon raised to 1.001e-5 */
+  bool float64;               /* a float64 layer: never fused, exact decay */
 } ref_config;
 
 /* Keras defaults (axis -1, momentum .99, epsilon 1e-3, center, scale, ...). */
@@ -191,6 +192,15 @@ bool ref_check_close(const float *got, const double *want, const double *mag,
                      int line, const char *what);
 #define REF_CHECK_CLOSE(got, want, mag, n, rtol, kmag, what) \
   ref_check_close((got), (want), (mag), (n), (rtol), (kmag), __FILE__, __LINE__, (what))
+/* The same for a float64 library result: kmag counts float64 roundings
+ * (2^-53 each). */
+double ref_close_excess64(const double *got, const double *want, const double *mag,
+                          size_t n, double rtol, double kmag, size_t *worst);
+bool ref_check_close64(const double *got, const double *want, const double *mag,
+                       size_t n, double rtol, double kmag, const char *file,
+                       int line, const char *what);
+#define REF_CHECK_CLOSE64(got, want, mag, n, rtol, kmag, what) \
+  ref_check_close64((got), (want), (mag), (n), (rtol), (kmag), __FILE__, __LINE__, (what))
 
 /* Magnitude of the terms a variable's current value was computed from (for
  * the kmag term): with renorm, moving_variance = relu(ms^2 - eps) cancels

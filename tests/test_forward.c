@@ -67,106 +67,9 @@ static bool variables_unchanged(bnorm_layer *bn, const float *snapshot, size_t c
 /* The random sweep                                                         */
 /* ------------------------------------------------------------------------ */
 
-typedef struct sweep_case {
-  ref_config rc;
-  int rank;
-  int64_t shape[BNORM_MAX_RANK];       /* first call's shape */
-  int64_t build_shape[BNORM_MAX_RANK]; /* batch may be -1 */
-  bool batch_normalized;
-} sweep_case;
-
-static void gen_case(sweep_case *sc) {
-  memset(sc, 0, sizeof *sc);
-  ref_config *c = &sc->rc;
-  ref_config_init(c);
-  c->behavior = th_uniform() < 0.5 ? REF_KERAS : REF_COMPAT_V1;
-  int R;
-  double pick = th_uniform();
-  bool want_fused = pick < 0.35 && th_uniform() < 0.6;
-  if (pick < 0.35) {
-    /* fused-eligible shapes: rank 4/5 with a single axis */
-    R = rand_int(4, 5);
-    static const int cand[] = {1, -1, 3, 4, -3, -4, -2, 2};
-    int a = cand[rand_int(0, 7)];
-    if (a >= R || a < -R) a = -1;
-    c->axis[0] = a;
-    c->axis_count = 1;
-  } else {
-    R = rand_int(1, 5);
-    if (th_uniform() < 0.6 || R == 1) {
-      c->axis[0] = rand_int(-R, R - 1);
-      c->axis_count = 1;
-    } else {
-      int k = 0;
-      while (k == 0) {
-        k = 0;
-        for (int a = 0; a < R; a++)
-          if (th_uniform() < 0.5) c->axis[k++] = th_uniform() < 0.3 ? a - R : a;
-      }
-      /* shuffle: the order given must not matter */
-      for (int i = k - 1; i > 0; i--) {
-        int j = rand_int(0, i);
-        int t = c->axis[i];
-        c->axis[i] = c->axis[j];
-        c->axis[j] = t;
-      }
-      c->axis_count = k;
-    }
-  }
-  sc->rank = R;
-  bool axis0 = false;
-  for (int i = 0; i < c->axis_count; i++)
-    if (c->axis[i] == 0 || c->axis[i] == -R) axis0 = true;
-  sc->batch_normalized = axis0;
-  sc->shape[0] = rand_int(1, 8);
-  for (int a = 1; a < R; a++) sc->shape[a] = rand_int(1, 4);
-  if (!axis0 && th_uniform() < 0.3) {
-    c->virtual_batch_size = rand_int(1, 4);
-    sc->shape[0] = c->virtual_batch_size * rand_int(1, 3);
-  }
-  if (th_uniform() < 0.3) {
-    c->renorm = true;
-    c->renorm_momentum = th_uniform() < 0.3 ? 0.99 : 0.5 + 0.49 * th_uniform();
-    if (th_uniform() < 0.5) { c->has_rmax = true; c->rmax = 1.0 + 0.5 * th_uniform(); }
-    if (th_uniform() < 0.5) { c->has_rmin = true; c->rmin = 0.6 + 0.4 * th_uniform(); }
-    if (th_uniform() < 0.5) { c->has_dmax = true; c->dmax = 0.5 * th_uniform(); }
-  }
-  c->adjustment = c->virtual_batch_size == 0 && th_uniform() < 0.25;
-  double f = th_uniform();
-  c->fused = f < 0.4 ? REF_FUSED_AUTO : f < 0.7 ? REF_FUSED_TRUE : REF_FUSED_FALSE;
-  c->center = th_uniform() < 0.8;
-  c->scale = th_uniform() < 0.8;
-  c->trainable = th_uniform() < 0.8;
-  double m = th_uniform();
-  c->momentum = m < 0.25 ? 0.99 : m < 0.5 ? 0.9 : m < 0.6 ? 0.5 : th_uniform();
-  double e = th_uniform();
-  c->epsilon = e < 0.3 ? 1e-3 : e < 0.5 ? 1e-5 : e < 0.6 ? 0.1 : 1e-4 + 0.5 * th_uniform();
-  c->fused_epsilon_floor = th_uniform() < 0.2;
-  if (want_fused) { /* nothing that rules the fused path out */
-    c->renorm = false;
-    c->has_rmax = c->has_rmin = c->has_dmax = false;
-    c->adjustment = false;
-    c->virtual_batch_size = 0;
-    if (c->fused == REF_FUSED_FALSE) c->fused = REF_FUSED_AUTO;
-  }
-  for (int a = 0; a < R; a++) sc->build_shape[a] = sc->shape[a];
-  if (!axis0 && th_uniform() < 0.5) sc->build_shape[0] = -1;
-}
-
-/* Batch size for a later call. */
-static int64_t next_batch(const sweep_case *sc, bool training) {
-  if (sc->batch_normalized) return sc->shape[0];
-  int64_t vbs = sc->rc.virtual_batch_size;
-  if (vbs == 0) return rand_int(1, 8);
-  /* Keras inference accepts any batch with a virtual batch size */
-  bool keras_inference = sc->rc.behavior == REF_KERAS && (!training || !sc->rc.trainable);
-  if (keras_inference && th_uniform() < 0.5) return rand_int(1, 8);
-  return vbs * rand_int(1, 3);
-}
-
 static int sweep_valid, sweep_invalid, sweep_fused, sweep_steps_train, sweep_steps_pending;
 
-static void run_sweep_case(int id, const sweep_case *sc) {
+static void run_ref_sweep_case(int id, const ref_sweep_case *sc) {
   char label[512];
   ref_layer ref;
   int ref_rc = ref_layer_build(&ref, &sc->rc, sc->build_shape, sc->rank);
@@ -246,7 +149,7 @@ static void run_sweep_case(int id, const sweep_case *sc) {
     bool inplace = th_uniform() < 0.2;
     int64_t shape[BNORM_MAX_RANK];
     for (int a = 0; a < sc->rank; a++) shape[a] = sc->shape[a];
-    if (step > 0) shape[0] = next_batch(sc, training);
+    if (step > 0) shape[0] = ref_next_batch(sc, training);
     size_t n = ref_shape_count(shape, sc->rank);
     float *x = (float *)malloc((n ? n : 1) * sizeof(float));
     float *y = (float *)malloc((n ? n : 1) * sizeof(float));
@@ -348,9 +251,9 @@ static void test_random_sweep(void) {
   th_seed(env ? strtoull(env, NULL, 10) : 20240601);
   int id = 0;
   while (sweep_valid < 240 && id < 2000) {
-    sweep_case sc;
-    gen_case(&sc);
-    run_sweep_case(id++, &sc);
+    ref_sweep_case sc;
+    ref_random_case(&sc);
+    run_ref_sweep_case(id++, &sc);
   }
   printf("sweep: %d valid configurations (%d fused), %d rejected as Keras does, %d training steps, "
          "%d pending steps\n",
