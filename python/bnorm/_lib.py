@@ -16,7 +16,7 @@ import ctypes
 import os
 import sys
 from ctypes import (CFUNCTYPE, POINTER, Structure, c_bool, c_char, c_char_p,
-                    c_double, c_float, c_int, c_int64, c_size_t, c_uint64,
+                    c_double, c_int, c_int64, c_size_t, c_uint64,
                     c_void_p)
 
 BNORM_MAX_RANK = 8
@@ -46,17 +46,22 @@ CONSTRAINT_NONE, CONSTRAINT_NON_NEG, CONSTRAINT_UNIT_NORM, CONSTRAINT_MAX_NORM, 
 BEHAVIOR_KERAS, BEHAVIOR_COMPAT_V1 = range(2)
 FUSED_AUTO, FUSED_TRUE, FUSED_FALSE = range(3)
 
-c_float_p = POINTER(c_float)
+c_double_p = POINTER(c_double)
 c_int64_p = POINTER(c_int64)
 
-INITIALIZER_FN = CFUNCTYPE(c_int, c_float_p, c_size_t, c_int64_p, c_int,
+# Callbacks exchange doubles whatever the layer's dtype.
+INITIALIZER_FN = CFUNCTYPE(c_int, c_double_p, c_size_t, c_int64_p, c_int,
                            c_void_p)
-REGULARIZER_FN = CFUNCTYPE(c_int, POINTER(c_float), c_size_t,
-                           POINTER(c_double), c_float_p, c_void_p)
-CONSTRAINT_FN = CFUNCTYPE(c_int, c_float_p, c_size_t, c_int64_p, c_int,
+REGULARIZER_FN = CFUNCTYPE(c_int, c_double_p, c_size_t, c_double_p,
+                           c_double_p, c_void_p)
+CONSTRAINT_FN = CFUNCTYPE(c_int, c_double_p, c_size_t, c_int64_p, c_int,
                           c_void_p)
-ADJUSTMENT_FN = CFUNCTYPE(c_int, c_int64_p, c_int, c_float_p, c_float_p,
+ADJUSTMENT_FN = CFUNCTYPE(c_int, c_int64_p, c_int, c_double_p, c_double_p,
                           c_size_t, c_void_p)
+
+# bnorm_dtype
+FLOAT32 = 0
+FLOAT64 = 1
 
 
 class Initializer(Structure):
@@ -103,6 +108,7 @@ class Constraint(Structure):
 class Config(Structure):
     _fields_ = [
         ("behavior", c_int),
+        ("dtype", c_int),
         ("axis", c_int * BNORM_MAX_RANK),
         ("axis_count", c_int),
         ("axis_is_list", c_bool),
@@ -160,8 +166,8 @@ class VariableInfo(Structure):
 
 class ForwardArgs(Structure):
     _fields_ = [
-        ("x", c_float_p),
-        ("y", c_float_p),
+        ("x", c_void_p),
+        ("y", c_void_p),
         ("shape", c_int64_p),
         ("rank", c_int),
         ("training", c_bool),
@@ -173,13 +179,13 @@ class ForwardArgs(Structure):
 class BackwardArgs(Structure):
     _fields_ = [
         ("saved", c_void_p),
-        ("x", c_float_p),
-        ("dy", c_float_p),
+        ("x", c_void_p),
+        ("dy", c_void_p),
         ("shape", c_int64_p),
         ("rank", c_int),
-        ("dx", c_float_p),
-        ("dgamma", c_float_p),
-        ("dbeta", c_float_p),
+        ("dx", c_void_p),
+        ("dgamma", c_void_p),
+        ("dbeta", c_void_p),
     ]
 
 
@@ -208,14 +214,14 @@ _PROTOTYPES = {
                                           POINTER(VariableInfo)]),
     "bnorm_layer_find_variable": (c_int, [c_void_p, c_char_p,
                                           POINTER(c_size_t)]),
-    "bnorm_layer_variable_data": (c_float_p, [c_void_p, c_size_t]),
-    "bnorm_layer_get_variable": (c_int, [c_void_p, c_size_t, c_float_p,
+    "bnorm_layer_variable_data": (c_void_p, [c_void_p, c_size_t]),
+    "bnorm_layer_get_variable": (c_int, [c_void_p, c_size_t, c_void_p,
                                          c_size_t]),
-    "bnorm_layer_set_variable": (c_int, [c_void_p, c_size_t, c_float_p,
+    "bnorm_layer_set_variable": (c_int, [c_void_p, c_size_t, c_void_p,
                                          c_size_t]),
     "bnorm_layer_weights_count": (c_size_t, [c_void_p]),
-    "bnorm_layer_get_weights": (c_int, [c_void_p, c_float_p, c_size_t]),
-    "bnorm_layer_set_weights": (c_int, [c_void_p, c_float_p, c_size_t]),
+    "bnorm_layer_get_weights": (c_int, [c_void_p, c_void_p, c_size_t]),
+    "bnorm_layer_set_weights": (c_int, [c_void_p, c_void_p, c_size_t]),
     "bnorm_updates_create": (c_int, [POINTER(c_void_p)]),
     "bnorm_updates_destroy": (None, [c_void_p]),
     "bnorm_updates_count": (c_size_t, [c_void_p]),
@@ -228,8 +234,8 @@ _PROTOTYPES = {
     "bnorm_layer_regularization_losses": (c_int, [c_void_p, POINTER(c_double),
                                                   c_size_t,
                                                   POINTER(c_size_t)]),
-    "bnorm_layer_add_regularization_gradients": (c_int, [c_void_p, c_float_p,
-                                                         c_float_p]),
+    "bnorm_layer_add_regularization_gradients": (c_int, [c_void_p, c_void_p,
+                                                         c_void_p]),
     "bnorm_layer_apply_constraints": (c_int, [c_void_p]),
     "bnorm_layer_save": (c_int, [c_void_p, c_char_p]),
     "bnorm_layer_load": (c_int, [c_void_p, c_char_p]),

@@ -19,6 +19,7 @@ lib = _lib.lib
 
 _F32 = np.dtype(np.float32)
 _F16 = np.dtype(np.float16)
+_F64 = np.dtype(np.float64)
 
 # Keras' backend.unique_object_name: batch_normalization, batch_normalization_1 ...
 _name_lock = threading.Lock()
@@ -50,8 +51,8 @@ def _check(status, callbacks=None):
     raise err
 
 
-def _fptr(a):
-    return a.ctypes.data_as(_lib.c_float_p) if a is not None else None
+def _ptr(a):
+    return a.ctypes.data_as(c_void_p) if a is not None else None
 
 
 def _shape_array(shape):
@@ -63,14 +64,21 @@ def _shape_array(shape):
 class _Policy:
     """The part of a Keras dtype policy that BatchNormalization uses.
 
-    variable dtype is always float32; compute is float32 or float16 (in which
-    case the layer computes in float32 and casts the output back, as Keras
-    does for 16-bit inputs). None = inferred from the first input
-    (tf.compat.v1.layers)."""
+    compute is float32, float64 or float16; the C layer (its variables and
+    math) is float64 for float64 and float32 otherwise: for float16 it
+    computes in float32 and casts the output back, as Keras does for 16-bit
+    inputs. None = inferred from the first input (tf.compat.v1.layers)."""
 
     def __init__(self, name, compute):
-        self.name = name          # "float32", "float16", "mixed_float16"
+        self.name = name          # "float32", "float64", "float16", "mixed_float16"
         self.compute = compute    # np.dtype or None (infer)
+
+    @property
+    def variable(self):
+        """The C layer's dtype (numpy), float32 until inferred."""
+        # (not `compute == _F64`: numpy reads None as float64)
+        return _F64 if self.compute is not None and self.compute == _F64 \
+            else _F32
 
     def config(self):
         if self.name == "mixed_float16":
@@ -80,11 +88,10 @@ class _Policy:
 
 
 _UNSUPPORTED_DTYPE = (
-    "bnorm computes in float32 only, so a layer of dtype %r (whose variables "
-    "and math Keras keeps in that dtype) cannot be reproduced. Use "
-    "dtype='float32' (inputs of any float dtype are cast to float32, as "
-    "tf_keras does), or 'float16' / 'mixed_float16' (float32 math, float16 "
-    "output).")
+    "bnorm computes in float32 or float64, so a layer of dtype %r cannot be "
+    "reproduced. Use dtype='float32' or 'float64' (inputs of any float dtype "
+    "are cast to it, as tf_keras does), or 'float16' / 'mixed_float16' "
+    "(float32 math, float16 output).")
 
 
 def _policy_from(dtype, infer):
@@ -102,6 +109,8 @@ def _policy_from(dtype, infer):
                 raise TypeError("Invalid dtype: %r" % (dtype,)) from None
     if name == "float32":
         return _Policy("float32", _F32)
+    if name in ("float64", "double"):
+        return _Policy("float64", _F64)
     if name in ("float16", "mixed_float16", "half"):
         return _Policy("float16" if name == "half" else name, _F16)
     raise TypeError(_UNSUPPORTED_DTYPE % (name,))
@@ -144,10 +153,10 @@ def _c_initializer(obj, what, cb):
     def fill(values, count, shape, rank, user):
         shp = tuple(shape[i] for i in range(rank))
         try:
-            out = obj(shp, dtype="float32")
+            out = obj(shp, dtype=cb.dtype.name)
         except TypeError:
             out = obj(shp)
-        out = np.asarray(out, dtype=np.float32)
+        out = np.asarray(out, dtype=cb.dtype)
         out = np.broadcast_to(out, shp) if out.shape != shp else out
         dst = np.ctypeslib.as_array(values, shape=(count,))
         dst[:] = out.reshape(-1)
@@ -171,7 +180,7 @@ def _c_regularizer(obj, what, cb):
         return obj.c_struct()
 
     def run(weight, count, loss, gradient, user):
-        w = np.ctypeslib.as_array(weight, shape=(count,)).copy()
+        w = np.ctypeslib.as_array(weight, shape=(count,)).astype(cb.dtype)
         shaped = w.reshape(cb.param_shape) if cb.param_shape else w
         loss[0] = float(np.asarray(obj(shaped), dtype=np.float64))
         if gradient:
@@ -180,7 +189,7 @@ def _c_regularizer(obj, what, cb):
                 raise NotImplementedError(
                     "%s: the regularizer %r has no gradient(weight) method, "
                     "so bnorm cannot add its gradient" % (what, obj))
-            g = np.asarray(grad_fn(shaped), dtype=np.float32).reshape(-1)
+            g = np.asarray(grad_fn(shaped), dtype=cb.dtype).reshape(-1)
             dst = np.ctypeslib.as_array(gradient, shape=(count,))
             dst += g
 
@@ -201,7 +210,8 @@ def _c_constraint(obj, what, cb):
     def run(weight, count, shape, rank, user):
         shp = tuple(shape[i] for i in range(rank))
         dst = np.ctypeslib.as_array(weight, shape=(count,))
-        out = np.asarray(obj(dst.copy().reshape(shp)), dtype=np.float32)
+        out = np.asarray(obj(dst.astype(cb.dtype).reshape(shp)),
+                         dtype=cb.dtype)
         dst[:] = np.broadcast_to(out, shp).reshape(-1)
 
     fn = _lib.CONSTRAINT_FN(cb.guard(run))
@@ -227,7 +237,7 @@ class Variable:
         self.name = info.name.decode() + ":0"
         self.short_name = info.short_name.decode()
         self.shape = tuple(info.shape[i] for i in range(info.rank))
-        self.dtype = _F32
+        self.dtype = layer._policy.variable
         self._trainable = layer._var_trainable[index]
 
     @property
@@ -245,7 +255,7 @@ class Variable:
         return a if dtype is None else a.astype(dtype)
 
     def assign(self, value):
-        value = np.asarray(value, dtype=np.float32)
+        value = np.asarray(value, dtype=self.dtype)
         if value.shape != self.shape:
             raise ValueError(
                 "Cannot assign value of shape %s to variable %s of shape %s" %
@@ -254,14 +264,14 @@ class Variable:
         return self
 
     def assign_add(self, delta):
-        return self.assign(self.numpy() + np.asarray(delta, np.float32))
+        return self.assign(self.numpy() + np.asarray(delta, self.dtype))
 
     def assign_sub(self, delta):
-        return self.assign(self.numpy() - np.asarray(delta, np.float32))
+        return self.assign(self.numpy() - np.asarray(delta, self.dtype))
 
     def __repr__(self):
-        return "<bnorm.Variable %r shape=%s dtype=float32, numpy=%r>" % (
-            self.name, self.shape, self.numpy())
+        return "<bnorm.Variable %r shape=%s dtype=%s, numpy=%r>" % (
+            self.name, self.shape, self.dtype.name, self.numpy())
 
 
 # ------------------------------------------------------------------ the layer
@@ -416,21 +426,30 @@ class BatchNormalization:
 
         self._callbacks = _Callbacks()
         self._callbacks.param_shape = None
+        self._callbacks.dtype = self._policy.variable
         self._config = self._make_config(self._trainable)
-        handle = c_void_p()
-        _check(lib.bnorm_layer_create(byref(self._config), byref(handle)),
-               self._callbacks)
-        self._handle = handle
+        self._handle = None
+        self._create()
         self._built_shape = None
         self._var_trainable = []
         self._variables = None
         self._last = None
+
+    def _create(self):
+        handle = c_void_p()
+        _check(lib.bnorm_layer_create(byref(self._config), byref(handle)),
+               self._callbacks)
+        if self._handle:
+            lib.bnorm_layer_destroy(self._handle)
+        self._handle = handle
 
     def _make_config(self, trainable):
         cfg = _lib.Config()
         lib.bnorm_config_init(byref(cfg))
         cb = self._callbacks
         cfg.behavior = self._BEHAVIOR
+        cfg.dtype = (_lib.FLOAT64 if self._policy.variable == _F64
+                     else _lib.FLOAT32)
         axes = [self._axis] if isinstance(self._axis, int) else list(self._axis)
         for i, a in enumerate(axes):
             cfg.axis[i] = int(a)
@@ -500,11 +519,12 @@ class BatchNormalization:
             raise TypeError("adjustment must return (scale, bias); got %r" %
                             (out,)) from None
         target = self._broadcast_param_shape()
+        dtype = self._policy.variable
         dst_s = np.ctypeslib.as_array(scale, shape=(channels,))
         dst_b = np.ctypeslib.as_array(bias, shape=(channels,))
         for src, dst, what in ((adj_scale, dst_s, "scale"),
                                (adj_bias, dst_b, "bias")):
-            a = np.asarray(src, dtype=np.float32)
+            a = np.asarray(src, dtype=dtype)
             while a.ndim > len(target) and a.shape[0] == 1:
                 a = a[0]
             try:
@@ -581,7 +601,9 @@ class BatchNormalization:
 
     @property
     def variable_dtype(self):
-        return "float32" if self._policy.compute is not None else None
+        if self._policy.compute is None:
+            return None
+        return self._policy.variable.name
 
     @property
     def dtype_policy(self):
@@ -629,17 +651,33 @@ class BatchNormalization:
 
     # -------------------------------------------------------------- call
 
+    def _infer_dtype(self, x):
+        """tf.compat.v1 layers take the dtype of their first input."""
+        if x.dtype.kind == "f" and x.dtype.itemsize > 8:
+            raise TypeError(_UNSUPPORTED_DTYPE % (x.dtype.name,))
+        name = {_F16: "float16", _F64: "float64"}.get(x.dtype, "float32")
+        policy = _policy_from(name, False)
+        if policy.variable != self._callbacks.dtype:
+            if self.built:
+                raise TypeError(
+                    "layer %r was built with float32 variables before its "
+                    "first input, which is %s; call it first, or pass "
+                    "dtype=%r" % (self.name, x.dtype.name, name))
+            self._callbacks.dtype = policy.variable
+            self._policy = policy
+            self._config = self._make_config(self._trainable)
+            self._create()
+        self._policy = policy
+
     def _input(self, inputs):
         x = np.asarray(inputs)
-        if self._policy.compute is None:  # compat.v1: infer from first input
-            if x.dtype.kind == "f" and x.dtype.itemsize > 4:
-                raise TypeError(_UNSUPPORTED_DTYPE % (x.dtype.name,))
-            self._policy = _policy_from(
-                "float16" if x.dtype == _F16 else "float32", False)
-        out_dtype = self._policy.compute
+        if self._policy.compute is None:
+            self._infer_dtype(x)
+        out_dtype = self._policy.compute or _F32
         if out_dtype == _F16:
             x = np.asarray(x, dtype=_F16)
-        x = np.array(x, dtype=np.float32, order="C")  # always a private copy
+        # always a private copy, in the C layer's dtype
+        x = np.array(x, dtype=self._policy.variable, order="C")
         return x, out_dtype, np.asarray(inputs).dtype
 
     def __call__(self, inputs, training=None, mask=None, defer_updates=False):
@@ -667,14 +705,14 @@ class BatchNormalization:
                 _check(lib.bnorm_updates_create(byref(u)))
                 self._updates = u
             pending = self._updates
-        args = _lib.ForwardArgs(x=_fptr(x), y=_fptr(y), shape=shape,
+        args = _lib.ForwardArgs(x=_ptr(x), y=_ptr(y), shape=shape,
                                 rank=x.ndim, training=training,
                                 pending=pending, saved=self._saved)
         self._last = None
         _check(lib.bnorm_layer_forward(self._handle, byref(args)),
                self._callbacks)
         self._last = (x, in_dtype)
-        return y.astype(out_dtype) if out_dtype != _F32 else y
+        return y.astype(out_dtype) if out_dtype != y.dtype else y
 
     call = __call__
 
@@ -690,24 +728,24 @@ class BatchNormalization:
                 "layer %r has no call to differentiate: call the layer first"
                 % self.name)
         x, in_dtype = self._last
-        dy = np.array(dy, dtype=np.float32, order="C")
+        dy = np.array(dy, dtype=x.dtype, order="C")
         if dy.shape != x.shape:
             raise ValueError("dy has shape %s but the last call's input had "
                              "shape %s" % (dy.shape, x.shape))
         dx = np.empty_like(x)
         channels = lib.bnorm_layer_channels(self._handle)
-        dgamma = np.empty(channels, np.float32) if self.scale else None
-        dbeta = np.empty(channels, np.float32) if self.center else None
-        args = _lib.BackwardArgs(saved=self._saved, x=_fptr(x), dy=_fptr(dy),
+        dgamma = np.empty(channels, x.dtype) if self.scale else None
+        dbeta = np.empty(channels, x.dtype) if self.center else None
+        args = _lib.BackwardArgs(saved=self._saved, x=_ptr(x), dy=_ptr(dy),
                                  shape=_shape_array(x.shape), rank=x.ndim,
-                                 dx=_fptr(dx), dgamma=_fptr(dgamma),
-                                 dbeta=_fptr(dbeta))
+                                 dx=_ptr(dx), dgamma=_ptr(dgamma),
+                                 dbeta=_ptr(dbeta))
         _check(lib.bnorm_layer_backward(self._handle, byref(args)),
                self._callbacks)
         if add_regularization:
             _check(lib.bnorm_layer_add_regularization_gradients(
-                self._handle, _fptr(dgamma), _fptr(dbeta)), self._callbacks)
-        if in_dtype.kind == "f" and in_dtype != _F32:
+                self._handle, _ptr(dgamma), _ptr(dbeta)), self._callbacks)
+        if in_dtype.kind == "f" and in_dtype != x.dtype:
             dx = dx.astype(in_dtype)
         shape = self._param_shape
         return (dx, None if dgamma is None else dgamma.reshape(shape),
@@ -739,19 +777,19 @@ class BatchNormalization:
 
     def _get_variable(self, index):
         n = lib.bnorm_layer_channels(self._handle)
-        out = np.empty(n, np.float32)
-        _check(lib.bnorm_layer_get_variable(self._handle, index, _fptr(out), n))
+        out = np.empty(n, self._policy.variable)
+        _check(lib.bnorm_layer_get_variable(self._handle, index, _ptr(out), n))
         return out
 
     def _set_variable(self, index, value):
-        v = np.ascontiguousarray(value, dtype=np.float32).reshape(-1)
-        _check(lib.bnorm_layer_set_variable(self._handle, index, _fptr(v),
+        v = np.ascontiguousarray(value, dtype=self._policy.variable).reshape(-1)
+        _check(lib.bnorm_layer_set_variable(self._handle, index, _ptr(v),
                                             v.size))
 
     def _get_flat(self):
         n = lib.bnorm_layer_weights_count(self._handle)
-        out = np.empty(n, np.float32)
-        _check(lib.bnorm_layer_get_weights(self._handle, _fptr(out), n))
+        out = np.empty(n, self._policy.variable)
+        _check(lib.bnorm_layer_get_weights(self._handle, _ptr(out), n))
         return out
 
     @property
@@ -797,7 +835,7 @@ class BatchNormalization:
                 (self.name, len(weights), len(params), str(weights)[:50]))
         flat = []
         for p, w in zip(params, weights):
-            w = np.asarray(w, dtype=np.float32)
+            w = np.asarray(w, dtype=p.dtype)
             if w.shape != p.shape:
                 raise ValueError(
                     "Layer %s weight shape %s is not compatible with provided "
@@ -806,7 +844,7 @@ class BatchNormalization:
         if not flat:
             return
         values = np.ascontiguousarray(np.concatenate(flat))
-        _check(lib.bnorm_layer_set_weights(self._handle, _fptr(values),
+        _check(lib.bnorm_layer_set_weights(self._handle, _ptr(values),
                                            values.size))
 
     def count_params(self):
@@ -819,14 +857,15 @@ class BatchNormalization:
     @property
     def losses(self):
         """One regularization loss per regularized variable (gamma first), as
-        float32 scalars computed from the current values."""
+        scalars of the variables' dtype computed from the current values."""
         if not self.built:
             return []
         losses = (c_double * 2)()
         count = c_size_t()
         _check(lib.bnorm_layer_regularization_losses(
             self._handle, losses, 2, byref(count)), self._callbacks)
-        return [np.float32(losses[i]) for i in range(count.value)]
+        dtype = self._policy.variable.type
+        return [dtype(losses[i]) for i in range(count.value)]
 
     def apply_constraints(self):
         """Applies gamma_constraint / beta_constraint, as a Keras optimizer
@@ -837,7 +876,7 @@ class BatchNormalization:
     # -------------------------------------------------------------- save / load
 
     def save_variables(self, path):
-        """Writes the variables in the 'bnorm variables v1' format."""
+        """Writes the variables in the 'bnorm variables' format (bnorm.h)."""
         _check(lib.bnorm_layer_save(self._handle, os.fsencode(path)))
 
     def load_variables(self, path):

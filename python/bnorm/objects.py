@@ -254,13 +254,16 @@ class Regularizer(_KerasObject):
         raise NotImplementedError
 
     def __call__(self, x):
-        x = np.asarray(x, np.float32)
+        x = np.asarray(x)
+        dtype = x.dtype.type if x.dtype == np.float64 else np.float32
+        x = x.astype(dtype)
         c = self._config
-        loss = np.float32(0.0)
+        loss = dtype(0.0)
+        # Keras keeps its coefficients as float32 (cast_to_floatx).
         if c.get("l1"):
-            loss += np.float32(c["l1"]) * np.sum(np.abs(x))
+            loss += dtype(np.float32(c["l1"])) * np.sum(np.abs(x))
         if c.get("l2"):
-            loss += np.float32(c["l2"]) * np.sum(np.square(x))
+            loss += dtype(np.float32(c["l2"])) * np.sum(np.square(x))
         return loss
 
 

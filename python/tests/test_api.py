@@ -75,8 +75,8 @@ def test_constructor_errors():
         BN(gamma_regularizer={"class_name": "Nope", "config": {}})
     with pytest.raises(NotImplementedError):
         BN(activity_regularizer="l2")
-    with pytest.raises(TypeError, match="float32 only"):
-        BN(dtype="float64")
+    with pytest.raises(TypeError, match="float32 or float64"):
+        BN(dtype="int32")
     v1.BatchNormalization(fused=True, renorm=True)  # TF1: silent fallback
 
 
@@ -334,8 +334,62 @@ def test_dtypes():
     assert l1.get_config()["dtype"] is None
     assert l1(x.astype(np.float16)).dtype == np.float16
     assert l1.get_config()["dtype"] == "float16"
-    with pytest.raises(TypeError, match="float32 only"):
-        v1.BatchNormalization()(x.astype(np.float64))
+
+
+def _normalized64(x, eps=1e-3):
+    mean = x.mean(axis=0)
+    return (x - mean) / np.sqrt(x.var(axis=0) + eps)
+
+
+def test_float64_layer():
+    """dtype='float64': variables, math, outputs and gradients in float64,
+    to float64 precision (a float32 layer is ~1e-7 off)."""
+    x = data((64, 3)).astype(np.float64) * 1e-3 + 1e3
+    bn = BN(dtype="float64", momentum=0.5)
+    y = bn(x, training=True)
+    assert y.dtype == np.float64 and bn.dtype == "float64"
+    assert bn.compute_dtype == "float64" and bn.variable_dtype == "float64"
+    assert all(w.dtype == np.float64 for w in bn.get_weights())
+    want = _normalized64(x)
+    np.testing.assert_allclose(y, want, rtol=0, atol=1e-9)
+    assert np.max(np.abs(BN()(x, training=True) - want)) > 1e-6
+    moving_mean = bn.weights[2].numpy()
+    np.testing.assert_allclose(moving_mean, 0.5 * x.mean(axis=0), rtol=1e-14)
+    assert not bn.fused
+    dx, dgamma, dbeta = bn.backward(np.ones_like(x))
+    assert dx.dtype == dgamma.dtype == dbeta.dtype == np.float64
+    np.testing.assert_allclose(dbeta, [64.0] * 3, rtol=1e-15)
+    np.testing.assert_allclose(dx, 0.0, atol=1e-9)
+    # float32 input: cast to float64 first (autocast), float64 out
+    assert bn(x.astype(np.float32)).dtype == np.float64
+    w = [np.full(3, 1 / 3), np.full(3, 0.1), np.full(3, 0.2), np.full(3, 0.3)]
+    bn.set_weights(w)
+    assert bn.get_weights()[0][0] == 1 / 3      # no float32 rounding
+    cfg = bn.get_config()
+    assert cfg["dtype"] == "float64"
+    assert BN.from_config(cfg).dtype == "float64"
+    with pytest.raises(ValueError, match="float32. Got dtype: float64"):
+        BN(dtype="float64", fused=True)
+    # variables files keep float64 values
+    other = BN(dtype="float64", momentum=0.5)
+    other.build((None, 3))
+    other.load_variables_from_bytes(bn.variables_to_bytes())
+    assert other.get_weights()[0][0] == 1 / 3
+
+
+def test_compat_v1_infers_float64():
+    x = data((8, 2)).astype(np.float64)
+    layer = v1.BatchNormalization(fused=True)
+    y = layer(x, training=True)
+    assert y.dtype == np.float64 and layer.weights[0].dtype == np.float64
+    assert not layer.fused       # TF1 falls back silently for float64
+    np.testing.assert_allclose(y, _normalized64(x), rtol=0, atol=1e-12)
+    assert layer.get_config()["dtype"] == "float64"
+    # built as float32 before its first input: a float64 input cannot change it
+    built = v1.BatchNormalization()
+    built.build((None, 2))
+    with pytest.raises(TypeError, match="float32"):
+        built(x)
 
 
 # ------------------------------------------------------------- gradients
