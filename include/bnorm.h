@@ -294,9 +294,11 @@ typedef int (*bnorm_adjustment_fn)(const int64_t *input_shape, int rank,
 /* The layer's dtype: its tensors, variables and math (Keras `dtype`). */
 typedef enum bnorm_dtype {
   BNORM_FLOAT32 = 0,
-  /* Never fused (Keras refuses fused=True, compat.v1 falls back). Renorm
-   * runs in float64 too, although TensorFlow 2.21 fails on it (it compares
-   * a float64 stddev with a float32 epsilon). */
+  /* Never fused (Keras refuses fused=True, compat.v1 falls back). The
+   * moving averages' decay is float32(1 - momentum) here too, as in
+   * TensorFlow (a float32 tensor cast to float64). Renorm runs in float64,
+   * although TensorFlow 2.21 fails on it (it compares a float64 stddev with
+   * a float32 epsilon). */
   BNORM_FLOAT64
 } bnorm_dtype;
 

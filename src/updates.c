@@ -55,8 +55,10 @@ bn_update *bn_updates_reserve(bnorm_updates *updates, size_t channels) {
   return item;
 }
 
-/* Keras _assign_moving_average: v -= (v - value) * decay, decay = 1 - momentum
- * in the dtype; each operation rounds to the dtype (bn_round). */
+/* Keras _assign_moving_average: v -= (v - value) * decay, each operation
+ * rounded to the dtype (bn_round). decay is float32(1 - momentum) for
+ * float64 layers too: convert_to_tensor(1.0 - momentum) makes a float32
+ * tensor, which is then cast to the variable's dtype. */
 static void moving_average(bnorm_dtype t, void *variable, const double *value,
                            size_t n, double decay) {
   for (size_t i = 0; i < n; i++) {
@@ -72,10 +74,10 @@ void bn_update_apply(bnorm_layer *layer, const bn_update *update) {
   size_t n = update->channels;
   void *moving_mean = bn_var(layer, BN_VAR_MOVING_MEAN);
   void *moving_variance = bn_var(layer, BN_VAR_MOVING_VARIANCE);
-  double decay = bn_round(t, 1.0 - c->momentum);
+  double decay = (float)(1.0 - c->momentum);
   if (c->renorm) {
     void *moving_stddev = bn_var(layer, BN_VAR_MOVING_STDDEV);
-    double renorm_decay = bn_round(t, 1.0 - c->renorm_momentum);
+    double renorm_decay = (float)(1.0 - c->renorm_momentum);
     /* The renorm averages first (they are control dependencies of the
      * moving-statistics updates in TensorFlow). */
     moving_average(t, bn_var(layer, BN_VAR_RENORM_MEAN), update->batch_mean, n,

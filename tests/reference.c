@@ -304,15 +304,14 @@ void ref_update_free(ref_update *u) {
   memset(u, 0, sizeof *u);
 }
 
-/* decay = 1 - momentum computed in double, converted to the variable's
- * dtype (tf_keras _assign_moving_average). */
-static double decay_of(const ref_config *c, double momentum) {
-  return c->float64 ? 1.0 - momentum : (double)(float)(1.0 - momentum);
-}
+/* decay = 1 - momentum computed in double, made a float32 tensor by
+ * convert_to_tensor and cast to the variable's dtype (tf_keras
+ * _assign_moving_average): float32-rounded for float64 layers too. */
+static double decay_of(double momentum) { return (double)(float)(1.0 - momentum); }
 
 /* EMA(v, value, m): v <- v - (v - value) * decay */
-static double ema(const ref_config *c, double v, double value, double momentum) {
-  return v - (v - value) * decay_of(c, momentum);
+static double ema(double v, double value, double momentum) {
+  return v - (v - value) * decay_of(momentum);
 }
 
 void ref_apply_update(ref_layer *layer, const ref_update *u) {
@@ -328,10 +327,10 @@ void ref_apply_update(ref_layer *layer, const ref_update *u) {
       double stddev = sqrt(var + c->epsilon);
       double *rm = layer->var[REF_RENORM_MEAN], *rs = layer->var[REF_RENORM_STDDEV];
       double *ms = layer->var[REF_MOVING_STDDEV];
-      rm[ch] = ema(c, rm[ch], mean, c->renorm_momentum);
-      rs[ch] = ema(c, rs[ch], stddev, c->renorm_momentum);
-      mm[ch] = ema(c, mm[ch], mean, c->momentum);
-      ms[ch] = ema(c, ms[ch], stddev, c->momentum);
+      rm[ch] = ema(rm[ch], mean, c->renorm_momentum);
+      rs[ch] = ema(rs[ch], stddev, c->renorm_momentum);
+      mm[ch] = ema(mm[ch], mean, c->momentum);
+      ms[ch] = ema(ms[ch], stddev, c->momentum);
       double v = ms[ch] * ms[ch] - c->epsilon;
       mv[ch] = v > 0.0 ? v : 0.0;
     } else if (layer->fused && c->behavior == REF_KERAS) {
@@ -352,8 +351,8 @@ void ref_apply_update(ref_layer *layer, const ref_update *u) {
       mv[ch] = mv[ch] - (mv[ch] - var * u->bessel) * decay;
     } else {
       /* non-fused EMA (Python float momentum) */
-      mm[ch] = ema(c, mm[ch], mean, c->momentum);
-      mv[ch] = ema(c, mv[ch], var, c->momentum);
+      mm[ch] = ema(mm[ch], mean, c->momentum);
+      mv[ch] = ema(mv[ch], var, c->momentum);
     }
   }
 }

@@ -51,7 +51,7 @@ typedef struct ref_config {
   int64_t virtual_batch_size; /* 0 = None */
   bool adjustment;            /* an adjustment callable is given */
   bool fused_epsilon_floor;   /* old TF: fused epsilon raised to 1.001e-5 */
-  bool float64;               /* a float64 layer: never fused, exact decay */
+  bool float64;               /* a float64 layer: never fused */
 } ref_config;
 
 /* Keras defaults (axis -1, momentum .99, epsilon 1e-3, center, scale, ...). */
