@@ -75,24 +75,26 @@ static bnorm_status ghost_groups(const bnorm_layer *layer, const int64_t *shape,
  * are doubles holding values of the layer's dtype; the kernels' coefficients
  * are arrays of the dtype. */
 typedef struct forward_work {
-  double *mean, *variance;               /* per statistic */
+  double *mean, *variance, *rho;         /* per statistic */
   double *moments_workspace;
   void *center, *scale, *offset;         /* per statistic, the dtype */
   double *adj_scale, *adj_bias, *r, *d;  /* per channel */
   double *batch_mean, *batch_second;     /* per channel */
+  double *xhat_scale, *shift;            /* per channel */
 } forward_work;
 
 static bool reserve_work(bnorm_layer *layer, const bn_layout *layout,
                          size_t channels, forward_work *w) {
   size_t stats = layout->stats;
   size_t moments = bn_op_moments_workspace(layout);
-  /* 2 doubles per statistic, 3 coefficients with room for either dtype. */
-  size_t doubles = 5 * stats + moments + 6 * channels;
-  if (doubles / 5 < stats || doubles > SIZE_MAX / sizeof(double)) return false;
+  /* 3 doubles per statistic, 3 coefficients with room for either dtype. */
+  size_t doubles = 6 * stats + moments + 8 * channels;
+  if (doubles / 6 < stats || doubles > SIZE_MAX / sizeof(double)) return false;
   double *p = bn_scratch_reserve(&layer->scratch, doubles * sizeof(double));
   if (!p) return false;
   w->mean = p; p += stats;
   w->variance = p; p += stats;
+  w->rho = p; p += stats;
   w->center = p; p += stats;
   w->scale = p; p += stats;
   w->offset = p; p += stats;
@@ -102,6 +104,8 @@ static bool reserve_work(bnorm_layer *layer, const bn_layout *layout,
   w->d = p; p += channels;
   w->batch_mean = p; p += channels;
   w->batch_second = p; p += channels;
+  w->xhat_scale = p; p += channels;
+  w->shift = p; p += channels;
   w->moments_workspace = p;
   return true;
 }
@@ -144,6 +148,38 @@ static void renorm_correction(const bnorm_layer *layer, const double *mean,
     }
     r[i] = ri;
     d[i] = di;
+  }
+}
+
+/* The kernels' coefficients in the layer's dtype, per statistic
+ * s = group * channels + ch: center = mean[s], scale = xhat_scale[ch] *
+ * rho[s], offset = shift[ch]. Loops without a branch per element, as small
+ * tensors spend a visible part of a call here. */
+static void store_coefficients(bnorm_dtype t, size_t stats, size_t channels,
+                               const double *mean, const double *rho,
+                               const double *xhat_scale, const double *shift,
+                               forward_work *w) {
+  for (size_t first = 0; first < stats; first += channels) {
+    const double *m = mean + first, *r = rho + first;
+    if (t == BNORM_FLOAT64) {
+      double *center = (double *)w->center + first;
+      double *scale = (double *)w->scale + first;
+      double *offset = (double *)w->offset + first;
+      for (size_t ch = 0; ch < channels; ch++) {
+        center[ch] = m[ch];
+        scale[ch] = xhat_scale[ch] * r[ch];
+        offset[ch] = shift[ch];
+      }
+    } else {
+      float *center = (float *)w->center + first;
+      float *scale = (float *)w->scale + first;
+      float *offset = (float *)w->offset + first;
+      for (size_t ch = 0; ch < channels; ch++) {
+        center[ch] = (float)m[ch];
+        scale[ch] = (float)(xhat_scale[ch] * r[ch]);
+        offset[ch] = (float)shift[ch];
+      }
+    }
   }
 }
 
@@ -258,7 +294,7 @@ static bnorm_status forward_built(bnorm_layer *layer,
   }
 
   double eps = layer->epsilon;
-  double *inv_std = a->saved ? a->saved->inv_std : NULL;
+  double *rho = a->saved ? a->saved->inv_std : w.rho;
   if (training) {
     bn_op_moments_of(t, &layout, a->x, w.mean, w.variance, w.moments_workspace);
     /* Ghost batches feed the moving averages with the mean over ghost
@@ -270,8 +306,8 @@ static bnorm_status forward_built(bnorm_layer *layer,
         m += w.mean[g * channels + ch];
         v += w.variance[g * channels + ch];
       }
-      w.batch_mean[ch] = bn_round(t, m / (double)ghost);
-      w.batch_second[ch] = bn_round(t, v / (double)ghost);
+      w.batch_mean[ch] = bn_round(t, ghost == 1 ? m : m / (double)ghost);
+      w.batch_second[ch] = bn_round(t, ghost == 1 ? v : v / (double)ghost);
     }
     if (c->renorm) {
       for (size_t ch = 0; ch < channels; ch++)
@@ -279,28 +315,25 @@ static bnorm_status forward_built(bnorm_layer *layer,
             bn_round(t, sqrt(bn_round(t, w.batch_second[ch] + eps)));
       renorm_correction(layer, w.batch_mean, w.batch_second, w.r, w.d);
     }
-    for (size_t s = 0; s < stats; s++) {
-      size_t ch = s % channels;
-      double rho = 1.0 / sqrt(w.variance[s] + eps);
+    for (size_t s = 0; s < stats; s++) rho[s] = 1.0 / sqrt(w.variance[s] + eps);
+    for (size_t ch = 0; ch < channels; ch++) {
       double g = bn_var_at(layer, BN_VAR_GAMMA, ch, 1.0);
-      double xhat_scale = g * w.adj_scale[ch] * w.r[ch];
-      bn_store(w.center, t, s, w.mean[s]);
-      bn_store(w.scale, t, s, xhat_scale * rho);
-      bn_store(w.offset, t, s,
-               g * (w.adj_scale[ch] * w.d[ch] + w.adj_bias[ch]) +
-                   bn_var_at(layer, BN_VAR_BETA, ch, 0.0));
-      if (inv_std) inv_std[s] = rho;
+      w.xhat_scale[ch] = g * w.adj_scale[ch] * w.r[ch];
+      w.shift[ch] = g * (w.adj_scale[ch] * w.d[ch] + w.adj_bias[ch]) +
+                    bn_var_at(layer, BN_VAR_BETA, ch, 0.0);
     }
   } else {
+    /* The moving statistics take the batch statistics' place. */
     for (size_t ch = 0; ch < channels; ch++) {
-      double rho =
+      w.mean[ch] = bn_var_at(layer, BN_VAR_MOVING_MEAN, ch, 0.0);
+      rho[ch] =
           1.0 / sqrt(bn_var_at(layer, BN_VAR_MOVING_VARIANCE, ch, 1.0) + eps);
-      bn_store(w.center, t, ch, bn_var_at(layer, BN_VAR_MOVING_MEAN, ch, 0.0));
-      bn_store(w.scale, t, ch, bn_var_at(layer, BN_VAR_GAMMA, ch, 1.0) * rho);
-      bn_store(w.offset, t, ch, bn_var_at(layer, BN_VAR_BETA, ch, 0.0));
-      if (inv_std) inv_std[ch] = rho;
+      w.xhat_scale[ch] = bn_var_at(layer, BN_VAR_GAMMA, ch, 1.0);
+      w.shift[ch] = bn_var_at(layer, BN_VAR_BETA, ch, 0.0);
     }
   }
+  store_coefficients(t, stats, channels, w.mean, rho, w.xhat_scale, w.shift,
+                     &w);
 
   if (a->saved) {
     bnorm_saved *sv = a->saved;
