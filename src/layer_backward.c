@@ -42,6 +42,33 @@ static bnorm_status check_backward_args(const bnorm_layer *layer,
   return BNORM_OK;
 }
 
+/* dx = a*dy + b*(x - center) + c per statistic s = group * channels + ch,
+ * in the dtype: a = k, b = -k*rho^2*sum(dy*(x-center))/n, c = -k*sum(dy)/n
+ * with k = xhat_scale[ch]*rho (b and c only in training). */
+static void store_dx_coefficients(const bnorm_saved *sv, size_t reduce_count,
+                                  const double *sum_dy,
+                                  const double *sum_dy_xc, void *ca, void *cb,
+                                  void *cc) {
+  double n = (double)reduce_count;
+  size_t channels = sv->channels;
+  for (size_t first = 0; first < sv->stats; first += channels)
+    for (size_t ch = 0; ch < channels; ch++) {
+      size_t s = first + ch;
+      double rho = sv->inv_std[s];
+      double k = sv->xhat_scale[ch] * rho;
+      double b = -k * rho * rho * sum_dy_xc[s] / n, c = -k * sum_dy[s] / n;
+      if (sv->dtype == BNORM_FLOAT64) {
+        ((double *)ca)[s] = k;
+        ((double *)cb)[s] = b;
+        ((double *)cc)[s] = c;
+      } else {
+        ((float *)ca)[s] = (float)k;
+        ((float *)cb)[s] = (float)b;
+        ((float *)cc)[s] = (float)c;
+      }
+    }
+}
+
 bnorm_status bnorm_layer_backward(const bnorm_layer *layer,
                                   const bnorm_backward_args *a) {
   bnorm_status status = check_backward_args(layer, a);
@@ -86,16 +113,8 @@ bnorm_status bnorm_layer_backward(const bnorm_layer *layer,
   }
 
   if (a->dx) {
-    double n = (double)layout.reduce_count;
-    for (size_t s = 0; s < stats; s++) {
-      double rho = sv->inv_std[s];
-      double k = sv->xhat_scale[s % channels] * rho;
-      bn_store(ca, t, s, k);
-      if (sv->training) {
-        bn_store(cb, t, s, -k * rho * rho * sum_dy_xc[s] / n);
-        bn_store(cc, t, s, -k * sum_dy[s] / n);
-      }
-    }
+    store_dx_coefficients(sv, layout.reduce_count, sum_dy, sum_dy_xc, ca, cb,
+                          cc);
     bn_op_grad_input_of(t, &layout, a->x, a->dy, a->dx, sv->center, ca,
                         sv->training ? cb : NULL, sv->training ? cc : NULL);
   }
