@@ -18,25 +18,47 @@ static pthread_cond_t work_done = PTHREAD_COND_INITIALIZER;
 static pthread_mutex_t job_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static int requested_threads; /* 0 = not set: the CPUs online */
+static pthread_once_t default_once = PTHREAD_ONCE_INIT;
+static int default_count; /* read once: sysconf reads sysfs, microseconds */
 static int started_workers;
-static uint64_t generation;
+/* Written under pool_lock; read without it by spinning threads. */
+static atomic_uint_fast64_t generation;
+static atomic_int busy_workers;
 static bn_task_fn job_fn;
 static void *job_ctx;
 static size_t job_tasks;
 static int job_helpers; /* workers with an id below this take part */
 static int worker_ids[MAX_THREADS];
 static atomic_size_t next_task;
-static int busy_workers;
 
-static int default_threads(void) {
+/* Threads spin this many pauses (tens of microseconds) for the next job
+ * or for the workers to finish before they sleep: the operators of one
+ * layer call follow each other closely, and a futex wake-up costs more
+ * than a small job. */
+enum { SPIN_PAUSES = 4000 };
+
+static inline void pause_once(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+static void read_default_threads(void) {
   const char *env = getenv("BNORM_NUM_THREADS");
   if (env && *env) {
     int n = atoi(env);
-    if (n >= 1) return n < MAX_THREADS ? n : MAX_THREADS;
+    if (n >= 1) {
+      default_count = n < MAX_THREADS ? n : MAX_THREADS;
+      return;
+    }
   }
   long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-  if (cpus < 1) return 1;
-  return cpus < MAX_THREADS ? (int)cpus : MAX_THREADS;
+  default_count = cpus < 1 ? 1 : cpus < MAX_THREADS ? (int)cpus : MAX_THREADS;
+}
+
+static int default_threads(void) {
+  pthread_once(&default_once, read_default_threads);
+  return default_count;
 }
 
 static void run_tasks(bn_task_fn fn, void *ctx, size_t tasks) {
@@ -50,10 +72,13 @@ static void run_tasks(bn_task_fn fn, void *ctx, size_t tasks) {
 static void *worker_main(void *arg) {
   int id = *(const int *)arg;
   uint64_t seen = 0;
-  pthread_mutex_lock(&pool_lock);
   for (;;) {
-    while (generation == seen) pthread_cond_wait(&work_ready, &pool_lock);
-    seen = generation;
+    for (int i = 0; i < SPIN_PAUSES && atomic_load(&generation) == seen; i++)
+      pause_once();
+    pthread_mutex_lock(&pool_lock);
+    while (atomic_load(&generation) == seen)
+      pthread_cond_wait(&work_ready, &pool_lock);
+    seen = atomic_load(&generation);
     bn_task_fn fn = job_fn;
     void *ctx = job_ctx;
     size_t tasks = job_tasks;
@@ -61,7 +86,9 @@ static void *worker_main(void *arg) {
     pthread_mutex_unlock(&pool_lock);
     if (takes_part) run_tasks(fn, ctx, tasks);
     pthread_mutex_lock(&pool_lock);
-    if (--busy_workers == 0) pthread_cond_signal(&work_done);
+    if (atomic_fetch_sub(&busy_workers, 1) == 1)
+      pthread_cond_signal(&work_done);
+    pthread_mutex_unlock(&pool_lock);
   }
   return NULL;
 }
@@ -93,8 +120,8 @@ static int ensure_workers(int wanted) {
 
 void bn_parallel_for(size_t tasks, bn_task_fn fn, void *ctx) {
   if (tasks == 0) return;
-  int threads = bn_thread_count();
-  if (threads <= 1 || tasks == 1) {
+  int threads = tasks == 1 ? 1 : bn_thread_count();
+  if (threads <= 1) {
     for (size_t t = 0; t < tasks; t++) fn(ctx, t);
     return;
   }
@@ -115,13 +142,16 @@ void bn_parallel_for(size_t tasks, bn_task_fn fn, void *ctx) {
   job_tasks = tasks;
   job_helpers = helpers;
   atomic_store(&next_task, 0);
-  busy_workers = started_workers;
-  generation++;
+  atomic_store(&busy_workers, started_workers);
+  atomic_fetch_add(&generation, 1);
   pthread_cond_broadcast(&work_ready);
   pthread_mutex_unlock(&pool_lock);
   run_tasks(fn, ctx, tasks);
+  for (int i = 0; i < SPIN_PAUSES && atomic_load(&busy_workers) > 0; i++)
+    pause_once();
   pthread_mutex_lock(&pool_lock);
-  while (busy_workers > 0) pthread_cond_wait(&work_done, &pool_lock);
+  while (atomic_load(&busy_workers) > 0)
+    pthread_cond_wait(&work_done, &pool_lock);
   pthread_mutex_unlock(&pool_lock);
   pthread_mutex_unlock(&job_lock);
 }
