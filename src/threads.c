@@ -2,11 +2,14 @@
  * workers and the calling thread claim them with an atomic counter. Which
  * thread runs a task never affects results: the operators give every task
  * its own output slot and combine the slots in task order. */
+/* clock_gettime */
+#define _POSIX_C_SOURCE 200809L
 #include "threads.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 enum { MAX_THREADS = 256 };
@@ -31,16 +34,39 @@ static int job_helpers; /* workers with an id below this take part */
 static int worker_ids[MAX_THREADS];
 static atomic_size_t next_task;
 
-/* Threads spin this many pauses (tens of microseconds) for the next job
- * or for the workers to finish before they sleep: the operators of one
- * layer call follow each other closely, and a futex wake-up costs more
- * than a small job. */
-enum { SPIN_PAUSES = 4000 };
+/* Idle workers spin this long for the next job before they sleep on the
+ * condition variable. Waking a sleeping thread costs 0.1-0.4 ms here (a
+ * virtual CPU that halted must be rescheduled), as much as a whole
+ * operator on a 16 MB tensor. 5 ms is about what OpenMP runtimes spin by
+ * default (libgomp: 300000 pauses); a process calling bnorm rarely loses
+ * at most that much of one CPU per call. */
+#define WORKER_SPIN_NS 5000000L
+/* The caller waits for the workers' last tasks spinning this many pauses
+ * (they end within a task's time) before it sleeps. */
+enum { CALLER_SPIN_PAUSES = 4000, PAUSES_PER_CLOCK_READ = 256 };
 
 static inline void pause_once(void) {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
 #endif
+}
+
+static long long now_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+/* Spins until a job newer than `seen` is posted or WORKER_SPIN_NS pass. */
+static void spin_for_job(uint64_t seen) {
+  long long deadline = now_ns() + WORKER_SPIN_NS;
+  for (;;) {
+    for (int i = 0; i < PAUSES_PER_CLOCK_READ; i++) {
+      if (atomic_load(&generation) != seen) return;
+      pause_once();
+    }
+    if (now_ns() > deadline) return;
+  }
 }
 
 static void read_default_threads(void) {
@@ -73,8 +99,7 @@ static void *worker_main(void *arg) {
   int id = *(const int *)arg;
   uint64_t seen = 0;
   for (;;) {
-    for (int i = 0; i < SPIN_PAUSES && atomic_load(&generation) == seen; i++)
-      pause_once();
+    spin_for_job(seen);
     pthread_mutex_lock(&pool_lock);
     while (atomic_load(&generation) == seen)
       pthread_cond_wait(&work_ready, &pool_lock);
@@ -147,7 +172,8 @@ void bn_parallel_for(size_t tasks, bn_task_fn fn, void *ctx) {
   pthread_cond_broadcast(&work_ready);
   pthread_mutex_unlock(&pool_lock);
   run_tasks(fn, ctx, tasks);
-  for (int i = 0; i < SPIN_PAUSES && atomic_load(&busy_workers) > 0; i++)
+  for (int i = 0; i < CALLER_SPIN_PAUSES && atomic_load(&busy_workers) > 0;
+       i++)
     pause_once();
   pthread_mutex_lock(&pool_lock);
   while (atomic_load(&busy_workers) > 0)
