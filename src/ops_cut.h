@@ -10,7 +10,7 @@
 
 #include "ops.h"
 
-enum { BN_CHUNK_ELEMENTS = 1 << 18, BN_MAX_CHUNKS = 256 };
+enum { BN_CHUNK_ELEMENTS = 1 << 17, BN_MAX_CHUNKS = 256 };
 
 /* A contiguous piece of the tensor: `rows` rows of `length` elements from
  * `offset`, all with the same statistics. The first element's statistic is
