@@ -1,7 +1,9 @@
 /* A small persistent thread pool. Work is a list of tasks numbered 0..n-1;
  * workers and the calling thread claim them with an atomic counter. Which
  * thread runs a task never affects results: the operators give every task
- * its own output slot and combine the slots in task order. */
+ * its own output slot and combine the slots in task order. A job is done
+ * when all its tasks are, so the caller never waits for a worker that
+ * wakes too late to take part. */
 /* clock_gettime */
 #define _POSIX_C_SOURCE 200809L
 #include "threads.h"
@@ -26,13 +28,15 @@ static int default_count; /* read once: sysconf reads sysfs, microseconds */
 static int started_workers;
 /* Written under pool_lock; read without it by spinning threads. */
 static atomic_uint_fast64_t generation;
-static atomic_int busy_workers;
 static bn_task_fn job_fn;
 static void *job_ctx;
 static size_t job_tasks;
 static int job_helpers; /* workers with an id below this take part */
 static int worker_ids[MAX_THREADS];
-static atomic_size_t next_task;
+/* The job's generation (high 32 bits) and its next unclaimed task: a
+ * worker holding an older job's generation can claim nothing. */
+static atomic_uint_fast64_t next_claim;
+static atomic_size_t tasks_done;
 
 /* Idle workers spin this long for the next job before they sleep on the
  * condition variable. Waking a sleeping thread costs 0.1-0.4 ms here (a
@@ -41,8 +45,8 @@ static atomic_size_t next_task;
  * default (libgomp: 300000 pauses); a process calling bnorm rarely loses
  * at most that much of one CPU per call. */
 #define WORKER_SPIN_NS 5000000L
-/* The caller waits for the workers' last tasks spinning this many pauses
- * (they end within a task's time) before it sleeps. */
+/* The caller waits for the other threads' last tasks spinning this many
+ * pauses (they end within a task's time) before it sleeps. */
 enum { CALLER_SPIN_PAUSES = 4000, PAUSES_PER_CLOCK_READ = 256 };
 
 static inline void pause_once(void) {
@@ -87,11 +91,21 @@ static int default_threads(void) {
   return default_count;
 }
 
-static void run_tasks(bn_task_fn fn, void *ctx, size_t tasks) {
+/* Runs tasks of the job of generation `job` until none is left. */
+static void run_tasks(uint64_t job, bn_task_fn fn, void *ctx, size_t tasks) {
+  uint_fast64_t claim = atomic_load(&next_claim);
   for (;;) {
-    size_t task = atomic_fetch_add(&next_task, 1);
-    if (task >= tasks) return;
-    fn(ctx, task);
+    if (claim >> 32 != (job & 0xffffffffu) || (claim & 0xffffffffu) >= tasks)
+      return;
+    if (!atomic_compare_exchange_weak(&next_claim, &claim, claim + 1))
+      continue;
+    fn(ctx, (size_t)(claim & 0xffffffffu));
+    if (atomic_fetch_add(&tasks_done, 1) + 1 == tasks) {
+      pthread_mutex_lock(&pool_lock);
+      pthread_cond_signal(&work_done);
+      pthread_mutex_unlock(&pool_lock);
+    }
+    claim = atomic_load(&next_claim);
   }
 }
 
@@ -109,11 +123,7 @@ static void *worker_main(void *arg) {
     size_t tasks = job_tasks;
     bool takes_part = id < job_helpers;
     pthread_mutex_unlock(&pool_lock);
-    if (takes_part) run_tasks(fn, ctx, tasks);
-    pthread_mutex_lock(&pool_lock);
-    if (atomic_fetch_sub(&busy_workers, 1) == 1)
-      pthread_cond_signal(&work_done);
-    pthread_mutex_unlock(&pool_lock);
+    if (takes_part) run_tasks(seen, fn, ctx, tasks);
   }
   return NULL;
 }
@@ -166,17 +176,18 @@ void bn_parallel_for(size_t tasks, bn_task_fn fn, void *ctx) {
   job_ctx = ctx;
   job_tasks = tasks;
   job_helpers = helpers;
-  atomic_store(&next_task, 0);
-  atomic_store(&busy_workers, started_workers);
-  atomic_fetch_add(&generation, 1);
+  uint64_t job = atomic_load(&generation) + 1;
+  atomic_store(&tasks_done, 0);
+  atomic_store(&next_claim, (uint_fast64_t)(job & 0xffffffffu) << 32);
+  atomic_store(&generation, job);
   pthread_cond_broadcast(&work_ready);
   pthread_mutex_unlock(&pool_lock);
-  run_tasks(fn, ctx, tasks);
-  for (int i = 0; i < CALLER_SPIN_PAUSES && atomic_load(&busy_workers) > 0;
+  run_tasks(job, fn, ctx, tasks);
+  for (int i = 0; i < CALLER_SPIN_PAUSES && atomic_load(&tasks_done) < tasks;
        i++)
     pause_once();
   pthread_mutex_lock(&pool_lock);
-  while (atomic_load(&busy_workers) > 0)
+  while (atomic_load(&tasks_done) < tasks)
     pthread_cond_wait(&work_done, &pool_lock);
   pthread_mutex_unlock(&pool_lock);
   pthread_mutex_unlock(&job_lock);
