@@ -12,9 +12,10 @@
 static bnorm_isa cpu_best(void) {
 #if defined(__x86_64__) && defined(__GNUC__)
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
-      __builtin_cpu_supports("fma"))
+  if (__builtin_cpu_supports("avx512f") &&
+      __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512dq") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma"))
     return BNORM_ISA_AVX512;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
     return BNORM_ISA_AVX2;
@@ -53,7 +54,8 @@ static void test_invalid(void) {
   CHECK_STATUS(bnorm_set_max_isa((bnorm_isa)3), BNORM_ERR_INVALID_ARGUMENT);
   CHECK(bnorm_last_error()[0] != '\0');
   CHECK_STATUS(bnorm_set_max_isa((bnorm_isa)-1), BNORM_ERR_INVALID_ARGUMENT);
-  CHECK(bnorm_get_isa() == BNORM_ISA_SCALAR); /* a refused call changes nothing */
+  /* A refused call changes nothing. */
+  CHECK(bnorm_get_isa() == BNORM_ISA_SCALAR);
 }
 
 static void test_names(void) {
