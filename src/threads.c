@@ -39,11 +39,12 @@ static atomic_uint_fast64_t next_claim;
 static atomic_size_t tasks_done;
 
 /* Idle workers spin this long for the next job before they sleep on the
- * condition variable. Waking a sleeping thread costs 0.1-0.4 ms here (a
- * virtual CPU that halted must be rescheduled), as much as a whole
- * operator on a 16 MB tensor. 5 ms is about what OpenMP runtimes spin by
- * default (libgomp: 300000 pauses); a process calling bnorm rarely loses
- * at most that much of one CPU per call. */
+ * condition variable. Waking a sleeping thread cost 0.1-0.4 ms on the
+ * 2-CPU virtual machine of the benchmark (a halted virtual CPU must be
+ * rescheduled): a third of an operator on a 16 MB tensor. 5 ms is about
+ * what OpenMP runtimes spin by default (libgomp: 300000 pauses); a process
+ * that calls bnorm now and then loses at most that much of one CPU per
+ * call. */
 #define WORKER_SPIN_NS 5000000L
 /* The caller waits for the other threads' last tasks spinning this many
  * pauses (they end within a task's time) before it sleeps. */
