@@ -1,20 +1,56 @@
-/* The float operators of ops.h. */
+/* The float operators of ops.h: the portable kernels (the scalar level),
+ * and the entry points, which call the level isa.c chose. */
 #include "ops_cut.h"
+#include "ops_isa.h"
 
 #include <math.h>
 #include <string.h>
 
 #include "threads.h"
 
-/* One build carries AVX-512, AVX2 and baseline versions of each kernel; the
- * loader picks one for this CPU. */
-#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__)
-#define BN_KERNEL                                                              \
-  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define BN_KERNEL
-#endif
+/* Declared for the table below; only isa.c's choice calls them. */
+void bn_op_moments_scalar(const bn_layout *layout, const float *x,
+                          double *mean, double *variance, double *workspace);
+void bn_op_normalize_scalar(const bn_layout *layout, const float *x, float *y,
+                            const float *center, const float *scale,
+                            const float *offset);
+void bn_op_grad_sums_scalar(const bn_layout *layout, const float *x,
+                            const float *dy, const float *center,
+                            double *sum_dy, double *sum_dy_xc,
+                            double *workspace);
+void bn_op_grad_input_scalar(const bn_layout *layout, const float *x,
+                             const float *dy, float *dx, const float *center,
+                             const float *a, const float *b, const float *c);
 
+#define BN_KERNEL
 #define BN_T float
-#define BN_OP(name) name
+#define BN_OP(name) name##_scalar
 #include "ops_kernels.inc"
+
+const bn_float_ops bn_float_ops_scalar = {
+    bn_op_moments_scalar, bn_op_normalize_scalar, bn_op_grad_sums_scalar,
+    bn_op_grad_input_scalar};
+
+void bn_op_moments(const bn_layout *layout, const float *x, double *mean,
+                   double *variance, double *workspace) {
+  bn_float_ops_current()->moments(layout, x, mean, variance, workspace);
+}
+
+void bn_op_normalize(const bn_layout *layout, const float *x, float *y,
+                     const float *center, const float *scale,
+                     const float *offset) {
+  bn_float_ops_current()->normalize(layout, x, y, center, scale, offset);
+}
+
+void bn_op_grad_sums(const bn_layout *layout, const float *x, const float *dy,
+                     const float *center, double *sum_dy, double *sum_dy_xc,
+                     double *workspace) {
+  bn_float_ops_current()->grad_sums(layout, x, dy, center, sum_dy, sum_dy_xc,
+                                    workspace);
+}
+
+void bn_op_grad_input(const bn_layout *layout, const float *x, const float *dy,
+                      float *dx, const float *center, const float *a,
+                      const float *b, const float *c) {
+  bn_float_ops_current()->grad_input(layout, x, dy, dx, center, a, b, c);
+}

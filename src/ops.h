@@ -36,12 +36,16 @@ void bn_layout_init(bn_layout *layout, const int64_t *shape, int rank,
 size_t bn_op_moments_workspace(const bn_layout *layout);
 
 /* The operators run on the library's threads; results do not depend on
- * how many. */
+ * how many. The float operators exist once per instruction set (ops_isa.h);
+ * results of different levels may differ in the last bits. */
 
-/* mean[s] and biased variance[s] of every statistic in one read of x: each
- * cache-sized block is reduced twice from cache (mean, then squared
- * deviations, in double) and merged into the running statistics with Chan's
- * formula, so large means cost no accuracy. NaN for empty statistics. */
+/* mean[s] and biased variance[s] of every statistic in one read of x, block
+ * by block, each block merged into the running statistics with Chan's
+ * formula, so large means cost no accuracy. The portable kernels reduce a
+ * cache-sized block twice from cache (mean, then squared deviations, in
+ * double); the SIMD kernels sum x - pivot and its square in float lanes,
+ * added into doubles every 32 terms, with the pivot near the statistic's
+ * mean. NaN for empty statistics. */
 void bn_op_moments(const bn_layout *layout, const float *x, double *mean,
                    double *variance, double *workspace);
 

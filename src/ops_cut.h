@@ -10,7 +10,7 @@
 
 #include "ops.h"
 
-enum { BN_CHUNK_ELEMENTS = 1 << 16, BN_MAX_CHUNKS = 256 };
+enum { BN_CHUNK_ELEMENTS = 1 << 17, BN_MAX_CHUNKS = 256 };
 
 /* A contiguous piece of the tensor: `rows` rows of `length` elements from
  * `offset`, all with the same statistics. The first element's statistic is
@@ -103,10 +103,11 @@ static inline void bn_merge_moments(double *count, double *mean, double *m2,
   *count = total;
 }
 
-/* Per chunk: count, mean, m2 per statistic, and a block buffer. */
+/* Per chunk: count, mean, m2 per statistic, and a block buffer (two
+ * doubles per statistic of a row, and the SIMD kernels' float pivots). */
 static inline size_t bn_chunk_moments_doubles(const bn_layout *layout,
                                               const bn_cut *cut) {
-  return 3 * layout->stats + (cut->stat_step ? 2 * cut->length : 0);
+  return 3 * layout->stats + (cut->stat_step ? 3 * cut->length : 0);
 }
 
 #endif

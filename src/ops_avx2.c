@@ -1,0 +1,50 @@
+/* The float operators for AVX2 with FMA: 8 floats a vector. CMake compiles
+ * this file with those instruction sets; isa.c calls it only on a CPU that
+ * has them. */
+#include "ops_cut.h"
+#include "ops_isa.h"
+
+#ifdef BN_HAVE_X86_KERNELS
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "threads.h"
+
+typedef __m256 vf;
+typedef __m256d vd;
+enum { VW = 8 };
+
+static inline vf vf_load(const float *p) { return _mm256_loadu_ps(p); }
+static inline void vf_store(float *p, vf v) { _mm256_storeu_ps(p, v); }
+static inline void vf_stream(float *p, vf v) { _mm256_stream_ps(p, v); }
+static inline void vf_fence(void) { _mm_sfence(); }
+static inline vf vf_set1(float a) { return _mm256_set1_ps(a); }
+static inline vf vf_zero(void) { return _mm256_setzero_ps(); }
+static inline vf vf_add(vf a, vf b) { return _mm256_add_ps(a, b); }
+static inline vf vf_sub(vf a, vf b) { return _mm256_sub_ps(a, b); }
+static inline vf vf_mul(vf a, vf b) { return _mm256_mul_ps(a, b); }
+/* a * b + c */
+static inline vf vf_fma(vf a, vf b, vf c) {
+  return _mm256_fmadd_ps(a, b, c);
+}
+static inline vd vd_zero(void) { return _mm256_setzero_pd(); }
+static inline vd vd_load(const double *p) { return _mm256_loadu_pd(p); }
+static inline void vd_store(double *p, vd v) { _mm256_storeu_pd(p, v); }
+static inline vd vd_add(vd a, vd b) { return _mm256_add_pd(a, b); }
+static inline double vd_sum(vd v) {
+  __m128d s =
+      _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+  return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
+}
+/* The low and the high half of a float vector, as doubles. */
+static inline vd vd_lo(vf v) {
+  return _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+}
+static inline vd vd_hi(vf v) {
+  return _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+}
+
+#define BN_SIMD_OPS bn_float_ops_avx2
+#include "ops_simd.inc"
+#endif
