@@ -8,14 +8,15 @@
 bnorm.BatchNormalization follows tf_keras.layers.BatchNormalization (2.21);
 bnorm.compat.v1.BatchNormalization follows tf.compat.v1.layers.
 
-Dtypes: the C library computes in float32. As in tf_keras with the default
-float32 policy, inputs of any float dtype (float16, float64) are cast to
-float32 and the output is float32. dtype='float16' or 'mixed_float16' gives
-Keras' mixed-precision rule: the input is cast to float16, the math runs in
-float32 and the output is cast back to float16; variables stay float32.
-A float64 *layer* (dtype='float64', or a float64 first input to the compat.v1
-layer, whose dtype Keras infers) is refused with a TypeError, because Keras
-would then keep variables and math in float64.
+Dtypes: as in tf_keras. dtype='float32' (the default) or 'float64' is the
+layer's dtype: variables and math in it, inputs of any float dtype cast to
+it. dtype='float16' or 'mixed_float16' gives Keras' mixed-precision rule:
+the input is cast to float16, the math runs in float32 and the output is
+cast back to float16; variables stay float32. The compat.v1 layer takes the
+dtype of its first input.
+
+Threads and instruction sets: set_num_threads(n) (results are bit-identical
+for any count), set_max_isa("scalar" | "avx2" | "avx512"), get_isa().
 
 Not supported (clear errors): synchronized=True, mask, activity_regularizer.
 """
@@ -24,6 +25,8 @@ from .errors import (BnormError, CallbackError, CorruptError,  # noqa: F401
                      InvalidArgumentError, InvalidConfigError, NotFoundError,
                      ShapeError, StateError, UnsupportedError)
 from .layer import BatchNormalization, Variable, clear_session  # noqa: F401
+from .runtime import (get_isa, get_num_threads, set_max_isa,  # noqa: F401
+                      set_num_threads)
 from . import objects  # noqa: F401
 from . import compat  # noqa: F401
 from . import objects as initializers  # noqa: F401

@@ -193,6 +193,11 @@ class BackwardArgs(Structure):
 _PROTOTYPES = {
     "bnorm_status_name": (c_char_p, [c_int]),
     "bnorm_last_error": (c_char_p, []),
+    "bnorm_set_num_threads": (c_int, [c_int]),
+    "bnorm_get_num_threads": (c_int, []),
+    "bnorm_set_max_isa": (c_int, [c_int]),
+    "bnorm_get_isa": (c_int, []),
+    "bnorm_isa_name": (c_char_p, [c_int]),
     "bnorm_config_init": (None, [POINTER(Config)]),
     "bnorm_config_validate": (c_int, [POINTER(Config)]),
     "bnorm_config_to_json": (c_int, [POINTER(Config), c_char_p, c_size_t,

@@ -583,3 +583,29 @@ def test_save_load_variables(tmp_path):
         third.load_variables_from_bytes(blob[:-1] + bytes([blob[-1] ^ 1]))
     with pytest.raises(OSError):
         third.load_variables(str(tmp_path / "missing"))
+
+
+# ------------------------------------------------------------- runtime
+
+def test_threads_and_isa():
+    x = data((64, 16))
+    before = (bnorm.get_num_threads(), bnorm.get_isa())
+    try:
+        outs = []
+        for threads in (1, 2):
+            bnorm.set_num_threads(threads)
+            assert bnorm.get_num_threads() == threads
+            outs.append(BN()(x, training=True))
+        np.testing.assert_array_equal(outs[0], outs[1])  # bit-identical
+        with pytest.raises(bnorm.BnormError):
+            bnorm.set_num_threads(-1)
+        bnorm.set_max_isa("scalar")
+        assert bnorm.get_isa() == "scalar"
+        scalar = BN()(x, training=True)
+        np.testing.assert_allclose(scalar, outs[0], rtol=0, atol=1e-5)
+        with pytest.raises(ValueError, match="sse"):
+            bnorm.set_max_isa("sse")
+    finally:
+        bnorm.set_num_threads(0)
+        bnorm.set_max_isa(before[1])
+    assert (bnorm.get_num_threads(), bnorm.get_isa()) == before
