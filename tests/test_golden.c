@@ -97,7 +97,7 @@ static void note_margin(int kind, const char *what, const float *got, const floa
     double ratio = allowed > 0 ? err / allowed : (err > 0 ? INFINITY : 0);
     if (ratio > worst_ratio[kind]) {
       worst_ratio[kind] = ratio;
-      snprintf(worst_where[kind], sizeof worst_where[kind], "%s [%zu]", what, i);
+      snprintf(worst_where[kind], sizeof worst_where[kind], "%.120s [%zu]", what, i);
     }
     if (scale > 0 && err / scale > worst_scaled[kind]) worst_scaled[kind] = err / scale;
   }
