@@ -41,7 +41,7 @@ static void usage(void) {
   fprintf(stderr,
           "usage: bnorm-bench [--shapes FILE] [--threads 1,2] [--reps N] "
           "[--warmup N]\n"
-          "                   [--min-rep-ms MS] [--csv FILE] [--no-torch] "
+          "                   [--min-rep-ms MS] [--settle-ms MS] [--csv FILE] [--no-torch] "
           "[--python PATH]\n"
           "                   [--torch-script PATH] [--workdir DIR] "
           "[--llc-mib N] [--stream-mib N]\n"
@@ -60,6 +60,7 @@ static int parse_options(int argc, char **argv, options *o) {
   o->timing.reps = 15;
   o->timing.warmup = 3;
   o->timing.min_rep_s = 2e-3;
+  o->timing.settle_s = 20e-3;
   o->torch = true;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -73,6 +74,7 @@ static int parse_options(int argc, char **argv, options *o) {
     else if (!strcmp(a, "--reps") && v) o->timing.reps = atoi(v);
     else if (!strcmp(a, "--warmup") && v) o->timing.warmup = atoi(v);
     else if (!strcmp(a, "--min-rep-ms") && v) o->timing.min_rep_s = atof(v) * 1e-3;
+    else if (!strcmp(a, "--settle-ms") && v) o->timing.settle_s = atof(v) * 1e-3;
     else if (!strcmp(a, "--llc-mib") && v) o->llc_mib = (size_t)atol(v);
     else if (!strcmp(a, "--stream-mib") && v) o->stream_mib = (size_t)atol(v);
     else if (!strcmp(a, "--wait-idle") && v) o->wait_idle_s = atof(v);

@@ -93,11 +93,19 @@ typedef struct bench_runner {
 typedef struct bench_timing {
   int warmup, reps;
   double min_rep_s; /* warm cases: calls per repetition so a rep lasts this */
+  /* Pause before an implementation is timed after another one, so that the
+   * other's idle threads (OpenMP's and bnorm's spin a few ms before they
+   * sleep) have stopped competing for the CPUs. */
+  double settle_s;
 } bench_timing;
 
-/* Times the runners interleaved (rep 1 of each, rep 2 of each, ...) so that
- * drifts of a noisy machine hit them alike. Cold: the caches are scrubbed
- * before every call and each repetition is one call. */
+/* Rounds of interleaved repetitions. */
+enum { BENCH_ROUNDS = 3 };
+
+/* Times the runners in BENCH_ROUNDS rounds; in each, every runner runs its
+ * warm-up repetitions and then its share of the timed ones, after a pause
+ * of settle_s, so that drifts of a noisy machine hit them alike. Cold: the
+ * caches are scrubbed before every call and each repetition is one call. */
 void bench_time_runners(bench_runner *runners, int count, bool cold,
                         const bench_timing *timing);
 

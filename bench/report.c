@@ -191,10 +191,12 @@ void bench_report_print(FILE *out, const bench_report *r) {
           "reading a %zu MiB buffer (%.0fx LLC); warm: the operands stay "
           "cached, calls back to back\n",
           r->scrub_bytes >> 20, (double)r->scrub_bytes / (double)r->llc_bytes);
-  fprintf(out, "  times: median of %d repetitions after %d warm-up (warm: a "
-          "repetition repeats the call to last >= %.1f ms), implementations "
-          "interleaved\n",
-          r->timing.reps, r->timing.warmup, r->timing.min_rep_s * 1e3);
+  fprintf(out, "  times: median of %d repetitions (warm: a repetition "
+          "repeats the call to last >= %.1f ms), taken in %d rounds; in each "
+          "round every implementation runs %d untimed warm-up repetitions "
+          "and then its timed ones, after a %.0f ms pause\n",
+          r->timing.reps, r->timing.min_rep_s * 1e3, BENCH_ROUNDS,
+          r->timing.warmup, r->timing.settle_s * 1e3);
   if (!bench_bnorm_has_threads())
     fprintf(out, "  bnorm has no bnorm_set_num_threads yet: it runs on 1 "
             "thread in every row (thr is the peers' thread count)\n");

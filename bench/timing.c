@@ -95,7 +95,7 @@ void bench_scrub_free(void) {
 
 void bench_time_runners(bench_runner *runners, int count, bool cold,
                         const bench_timing *timing) {
-  int reps = timing->reps, total = timing->warmup + timing->reps;
+  int reps = timing->reps;
   double *samples = calloc((size_t)count * (size_t)(reps > 0 ? reps : 1),
                            sizeof *samples);
   int *calls = calloc((size_t)count, sizeof *calls);
@@ -122,20 +122,32 @@ void bench_time_runners(bench_runner *runners, int count, bool cold,
       calls[r] = k > 100000 ? 100000 : (int)k;
     }
   }
-  for (int rep = 0; rep < total; rep++) {
+  /* Rounds: each runner in turn runs a block of repetitions, its warm-up
+   * ones first, so that every implementation is timed in the steady state
+   * of its own thread pool, as a training loop calls it, while drifts of a
+   * noisy machine still hit all of them alike. */
+  int block = (reps + BENCH_ROUNDS - 1) / BENCH_ROUNDS;
+  for (int first = 0; first < reps; first += block) {
+    int in_block = reps - first < block ? reps - first : block;
     for (int r = 0; r < count; r++) {
       bench_runner *R = &runners[r];
       if (R->failed) continue;
-      if (cold) bench_scrub();
-      double t0 = bench_now();
-      for (int k = 0; k < calls[r]; k++)
-        if (R->run(R->ctx) != 0) {
-          R->failed = 1;
-          break;
-        }
-      double t = (bench_now() - t0) / calls[r];
-      if (rep >= timing->warmup) samples[(size_t)r * (size_t)reps +
-                                         (size_t)(rep - timing->warmup)] = t;
+      if (count > 1 && timing->settle_s > 0) {
+        struct timespec pause = {(time_t)timing->settle_s,
+                                 (long)(fmod(timing->settle_s, 1.0) * 1e9)};
+        nanosleep(&pause, NULL);
+      }
+      for (int rep = -timing->warmup; rep < in_block && !R->failed; rep++) {
+        if (cold) bench_scrub();
+        double t0 = bench_now();
+        for (int k = 0; k < calls[r]; k++)
+          if (R->run(R->ctx) != 0) {
+            R->failed = 1;
+            break;
+          }
+        double t = (bench_now() - t0) / calls[r];
+        if (rep >= 0) samples[(size_t)r * (size_t)reps + (size_t)(first + rep)] = t;
+      }
     }
   }
   for (int r = 0; r < count; r++) {
