@@ -103,6 +103,12 @@ typedef enum bnorm_status {
  * from several threads share the pool one job at a time. */
 BNORM_API bnorm_status bnorm_set_num_threads(int threads);
 BNORM_API int bnorm_get_num_threads(void);
+/* Between calls, idle worker threads spin for the next one for
+ * $BNORM_SPIN_US microseconds (default 5000, about what OpenMP runtimes do)
+ * before they sleep: waking a sleeping thread costs 0.1-0.4 ms on a virtual
+ * machine. BNORM_SPIN_US=0 makes them sleep at once, which leaves the CPUs
+ * to other thread pools (BLAS, OpenMP) between bnorm calls. Read once, when
+ * the first worker starts. */
 
 /* ------------------------------------------------------------------------- */
 /* Instruction sets                                                          */

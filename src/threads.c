@@ -39,13 +39,14 @@ static atomic_uint_fast64_t next_claim;
 static atomic_size_t tasks_done;
 
 /* Idle workers spin this long for the next job before they sleep on the
- * condition variable. Waking a sleeping thread cost 0.1-0.4 ms on the
- * 2-CPU virtual machine of the benchmark (a halted virtual CPU must be
- * rescheduled): a third of an operator on a 16 MB tensor. 5 ms is about
- * what OpenMP runtimes spin by default (libgomp: 300000 pauses); a process
- * that calls bnorm now and then loses at most that much of one CPU per
- * call. */
-#define WORKER_SPIN_NS 5000000L
+ * condition variable ($BNORM_SPIN_US overrides it). Waking a sleeping
+ * thread cost 0.1-0.4 ms on the 2-CPU virtual machine of the benchmark (a
+ * halted virtual CPU must be rescheduled): a third of an operator on a 16 MB
+ * tensor. 5 ms is about what OpenMP runtimes spin by default (libgomp:
+ * 300000 pauses); a process that calls bnorm now and then loses at most
+ * that much of one CPU per call. */
+enum { DEFAULT_SPIN_US = 5000, MAX_SPIN_US = 10000000 };
+static long long worker_spin_ns = DEFAULT_SPIN_US * 1000LL;
 /* The caller waits for the other threads' last tasks spinning this many
  * pauses (they end within a task's time) before it sleeps. */
 enum { CALLER_SPIN_PAUSES = 4000, PAUSES_PER_CLOCK_READ = 256 };
@@ -62,9 +63,10 @@ static long long now_ns(void) {
   return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
 }
 
-/* Spins until a job newer than `seen` is posted or WORKER_SPIN_NS pass. */
+/* Spins until a job newer than `seen` is posted or worker_spin_ns pass. */
 static void spin_for_job(uint64_t seen) {
-  long long deadline = now_ns() + WORKER_SPIN_NS;
+  if (worker_spin_ns == 0) return;
+  long long deadline = now_ns() + worker_spin_ns;
   for (;;) {
     for (int i = 0; i < PAUSES_PER_CLOCK_READ; i++) {
       if (atomic_load(&generation) != seen) return;
@@ -74,7 +76,18 @@ static void spin_for_job(uint64_t seen) {
   }
 }
 
+/* $BNORM_SPIN_US: microseconds, 0 to sleep at once; other text is ignored. */
+static void read_spin(void) {
+  const char *env = getenv("BNORM_SPIN_US");
+  if (!env || !*env) return;
+  char *end;
+  long us = strtol(env, &end, 10);
+  if (*end == '\0' && us >= 0)
+    worker_spin_ns = (us < MAX_SPIN_US ? us : MAX_SPIN_US) * 1000LL;
+}
+
 static void read_default_threads(void) {
+  read_spin();
   const char *env = getenv("BNORM_NUM_THREADS");
   if (env && *env) {
     int n = atoi(env);
@@ -139,6 +152,8 @@ int bn_thread_count(void) {
 /* Starts workers up to `wanted` - 1 (the caller is the last thread); keeps
  * whatever could be started. */
 static int ensure_workers(int wanted) {
+  /* The environment (spin time included) is read before any worker runs. */
+  default_threads();
   while (started_workers < wanted - 1) {
     pthread_t thread;
     pthread_attr_t attr;
