@@ -224,11 +224,10 @@ bnorm_status bnorm_layer_build(bnorm_layer *layer, const int64_t *input_shape,
   }
   bnorm_dtype dtype = c->dtype;
   size_t elements, element_size = bn_dtype_size(dtype);
-  if (!bn_mul_size(channels, (size_t)count + 1, &elements) ||
+  if (!bn_mul_size(channels, (size_t)count, &elements) ||
       elements > SIZE_MAX / sizeof(double))
     return bn_fail(BNORM_ERR_OVERFLOW,
                    "bnorm_layer_build: the variables' size overflows");
-  elements -= channels;
   char *storage = malloc(elements * element_size + 1);
   double *initial = malloc(channels * sizeof *initial + 1);
   if (!storage || !initial) {
