@@ -115,7 +115,12 @@ bnorm_status bnorm_layer_backward(const bnorm_layer *layer,
   if (a->dx) {
     store_dx_coefficients(sv, layout.reduce_count, sum_dy, sum_dy_xc, ca, cb,
                           cc);
-    bn_op_grad_input_of(t, &layout, a->x, a->dy, a->dx, sv->center, ca,
+    const void *center = sv->center;
+    if (sv->training && bn_center_folds(t, stats, sv->center, sv->inv_std)) {
+      bn_fold_center(t, stats, sv->center, cb, cc, cc);
+      center = NULL;
+    }
+    bn_op_grad_input_of(t, &layout, a->x, a->dy, a->dx, center, ca,
                         sv->training ? cb : NULL, sv->training ? cc : NULL);
   }
   bn_clear_error();

@@ -356,7 +356,12 @@ static bnorm_status forward_built(bnorm_layer *layer,
     sv->valid = true;
   }
 
-  bn_op_normalize_of(t, &layout, a->x, a->y, w.center, w.scale, w.offset);
+  const void *center = w.center; /* saved above, unfolded */
+  if (bn_center_folds(t, stats, w.center, rho)) {
+    bn_fold_center(t, stats, w.center, w.scale, w.offset, w.offset);
+    center = NULL;
+  }
+  bn_op_normalize_of(t, &layout, a->x, a->y, center, w.scale, w.offset);
 
   if (update) {
     update->layer_id = layer->id;

@@ -4,6 +4,8 @@
 #ifndef BNORM_LAYER_STATE_H
 #define BNORM_LAYER_STATE_H
 
+#include <math.h>
+
 #include "internal.h"
 #include "ops.h"
 
@@ -92,6 +94,32 @@ static inline void bn_op_grad_input_of(bnorm_dtype dtype,
     bn_op_grad_input_f64(layout, x, dy, dx, center, a, b, c);
   else
     bn_op_grad_input(layout, x, dy, dx, center, a, b, c);
+}
+
+/* Whether the elementwise passes may fold each statistic's center into its
+ * constant term: (x - center) * k + t becomes x * k + (t - center * k), one
+ * coefficient less to stream per vector, which wide rows feel. The folded
+ * constant's rounding error, u * |center * k|, must stay small beside the
+ * term's spread |k| * sigma: it may when every |center| <= 8 sigma (a
+ * statistic's rho = 1 / sigma), which costs at most 8 roundings of the
+ * output's scale. Inputs with larger means (x = 1e4 + N(0, 1)) keep the
+ * exact form, as do NaN statistics. */
+static inline bool bn_center_folds(bnorm_dtype dtype, size_t stats,
+                                   const void *center, const double *rho) {
+  for (size_t s = 0; s < stats; s++)
+    if (!(fabs(bn_load(center, dtype, s)) * rho[s] <= 8.0)) return false;
+  return true;
+}
+
+/* The folded constants t[s] - center[s] * k[s], arrays of the dtype, into
+ * `folded` (which may be t). */
+static inline void bn_fold_center(bnorm_dtype dtype, size_t stats,
+                                  const void *center, const void *k,
+                                  const void *t, void *folded) {
+  for (size_t s = 0; s < stats; s++)
+    bn_store(folded, dtype, s,
+             bn_load(t, dtype, s) -
+                 bn_load(center, dtype, s) * bn_load(k, dtype, s));
 }
 
 /* Layout of a call's tensor, with ghost batches when `groups` > 0. */

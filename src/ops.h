@@ -49,7 +49,10 @@ size_t bn_op_moments_workspace(const bn_layout *layout);
 void bn_op_moments(const bn_layout *layout, const float *x, double *mean,
                    double *variance, double *workspace);
 
-/* y = (x - center[s]) * scale[s] + offset[s]. y may alias x. */
+/* y = (x - center[s]) * scale[s] + offset[s]. y may alias x. center may be
+ * NULL: y = x * scale[s] + offset[s], one coefficient less to stream, for
+ * callers that folded the center into the offset where that costs no
+ * accuracy. */
 void bn_op_normalize(const bn_layout *layout, const float *x, float *y,
                      const float *center, const float *scale,
                      const float *offset);
@@ -63,7 +66,8 @@ void bn_op_grad_sums(const bn_layout *layout, const float *x, const float *dy,
                      double *workspace);
 
 /* dx = a[s] * dy + b[s] * (x - center[s]) + c[s]. dx may alias dy. b and c
- * are both given or both NULL (zero). */
+ * are both given or both NULL (zero). center may be NULL (zero), as in
+ * bn_op_normalize. */
 void bn_op_grad_input(const bn_layout *layout, const float *x, const float *dy,
                       float *dx, const float *center, const float *a,
                       const float *b, const float *c);
