@@ -5,6 +5,7 @@
 #include "bnorm.h"
 
 #include <stdarg.h>
+#include <string.h>
 
 #if defined(__GNUC__)
 #define BN_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
@@ -152,6 +153,36 @@ struct bnorm_layer {
 /* The variable of a kind, or NULL. */
 static inline void *bn_var(const bnorm_layer *layer, int kind) {
   return layer->by_kind[kind] ? layer->by_kind[kind]->data : NULL;
+}
+
+/* Compiled again for AVX2 and AVX-512, chosen when the program loads: for
+ * the per-channel loops of the layer, which dominate calls on tensors of
+ * few elements per channel, and for the float64 kernels. The library is
+ * built with -std=c11, so no clone contracts a * b + c into an FMA and all
+ * round alike. */
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__)
+#define BN_VECTORIZED                                                         \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define BN_VECTORIZED
+#endif
+
+/* A variable's values as doubles, out[0..channels), or `fallback` in each
+ * when the layer has none. One loop per dtype, so that it vectorizes: the
+ * per-channel work of a call on a tensor of few elements per channel costs
+ * as much as its kernels. */
+static inline void bn_var_doubles(const bnorm_layer *layer, int kind,
+                                  double fallback, double *out) {
+  const void *data = bn_var(layer, kind);
+  size_t n = layer->channels;
+  if (!data) {
+    for (size_t i = 0; i < n; i++) out[i] = fallback;
+  } else if (layer->dtype == BNORM_FLOAT64) {
+    memcpy(out, data, n * sizeof *out);
+  } else {
+    const float *f = data;
+    for (size_t i = 0; i < n; i++) out[i] = f[i];
+  }
 }
 
 /* Element i of a variable as a double; `fallback` when the layer has none

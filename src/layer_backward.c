@@ -45,34 +45,50 @@ static bnorm_status check_backward_args(const bnorm_layer *layer,
 /* dx = a*dy + b*(x - center) + c per statistic s = group * channels + ch,
  * in the dtype: a = k, b = -k*rho^2*sum(dy*(x-center))/n, c = -k*sum(dy)/n
  * with k = xhat_scale[ch]*rho (b and c only in training). */
-static void store_dx_coefficients(const bnorm_saved *sv, size_t reduce_count,
-                                  const double *sum_dy,
-                                  const double *sum_dy_xc, void *ca, void *cb,
-                                  void *cc) {
+BN_VECTORIZED static void store_dx_coefficients(
+    const bnorm_saved *sv, size_t reduce_count, const double *sum_dy,
+    const double *sum_dy_xc, void *ca, void *cb, void *cc) {
   double n = (double)reduce_count;
   size_t channels = sv->channels;
-  for (size_t first = 0; first < sv->stats; first += channels)
-    for (size_t ch = 0; ch < channels; ch++) {
-      size_t s = first + ch;
-      double rho = sv->inv_std[s];
-      double k = sv->xhat_scale[ch] * rho;
-      double b = -k * rho * rho * sum_dy_xc[s] / n, c = -k * sum_dy[s] / n;
-      if (sv->dtype == BNORM_FLOAT64) {
-        ((double *)ca)[s] = k;
-        ((double *)cb)[s] = b;
-        ((double *)cc)[s] = c;
-      } else {
-        ((float *)ca)[s] = (float)k;
-        ((float *)cb)[s] = (float)b;
-        ((float *)cc)[s] = (float)c;
+  bool f64 = sv->dtype == BNORM_FLOAT64;
+  for (size_t first = 0; first < sv->stats; first += channels) {
+    const double *rho = sv->inv_std + first, *s1 = sum_dy + first,
+                 *s2 = sum_dy_xc + first;
+    /* One loop per dtype, so that each vectorizes. */
+    if (f64) {
+      double *a = (double *)ca + first, *b = (double *)cb + first,
+             *c = (double *)cc + first;
+      for (size_t ch = 0; ch < channels; ch++) {
+        double k = sv->xhat_scale[ch] * rho[ch];
+        a[ch] = k;
+        b[ch] = -k * rho[ch] * rho[ch] * s2[ch] / n;
+        c[ch] = -k * s1[ch] / n;
+      }
+    } else {
+      float *a = (float *)ca + first, *b = (float *)cb + first,
+            *c = (float *)cc + first;
+      for (size_t ch = 0; ch < channels; ch++) {
+        double k = sv->xhat_scale[ch] * rho[ch];
+        a[ch] = (float)k;
+        b[ch] = (float)(-k * rho[ch] * rho[ch] * s2[ch] / n);
+        c[ch] = (float)(-k * s1[ch] / n);
       }
     }
+  }
 }
+
+static bnorm_status backward_checked(const bnorm_layer *layer,
+                                     const bnorm_backward_args *a);
 
 bnorm_status bnorm_layer_backward(const bnorm_layer *layer,
                                   const bnorm_backward_args *a) {
   bnorm_status status = check_backward_args(layer, a);
   if (status != BNORM_OK) return status;
+  return backward_checked(layer, a);
+}
+
+BN_VECTORIZED static bnorm_status backward_checked(
+    const bnorm_layer *layer, const bnorm_backward_args *a) {
   bnorm_saved *sv = a->saved;
   size_t stats = sv->stats, channels = sv->channels;
   bn_layout layout;

@@ -81,6 +81,7 @@ typedef struct forward_work {
   double *adj_scale, *adj_bias, *r, *d;  /* per channel */
   double *batch_mean, *batch_second;     /* per channel */
   double *xhat_scale, *shift;            /* per channel */
+  double *gamma, *beta;                  /* per channel */
 } forward_work;
 
 static bool reserve_work(bnorm_layer *layer, const bn_layout *layout,
@@ -88,7 +89,7 @@ static bool reserve_work(bnorm_layer *layer, const bn_layout *layout,
   size_t stats = layout->stats;
   size_t moments = bn_op_moments_workspace(layout);
   /* 3 doubles per statistic, 3 coefficients with room for either dtype. */
-  size_t doubles = 6 * stats + moments + 8 * channels;
+  size_t doubles = 6 * stats + moments + 10 * channels;
   if (doubles / 6 < stats || doubles > SIZE_MAX / sizeof(double)) return false;
   double *p = bn_scratch_reserve(&layer->scratch, doubles * sizeof(double));
   if (!p) return false;
@@ -106,6 +107,8 @@ static bool reserve_work(bnorm_layer *layer, const bn_layout *layout,
   w->batch_second = p; p += channels;
   w->xhat_scale = p; p += channels;
   w->shift = p; p += channels;
+  w->gamma = p; p += channels;
+  w->beta = p; p += channels;
   w->moments_workspace = p;
   return true;
 }
@@ -155,10 +158,10 @@ static void renorm_correction(const bnorm_layer *layer, const double *mean,
  * s = group * channels + ch: center = mean[s], scale = xhat_scale[ch] *
  * rho[s], offset = shift[ch]. Loops without a branch per element, as small
  * tensors spend a visible part of a call here. */
-static void store_coefficients(bnorm_dtype t, size_t stats, size_t channels,
-                               const double *mean, const double *rho,
-                               const double *xhat_scale, const double *shift,
-                               forward_work *w) {
+BN_VECTORIZED static void store_coefficients(
+    bnorm_dtype t, size_t stats, size_t channels, const double *mean,
+    const double *rho, const double *xhat_scale, const double *shift,
+    forward_work *w) {
   for (size_t first = 0; first < stats; first += channels) {
     const double *m = mean + first, *r = rho + first;
     if (t == BNORM_FLOAT64) {
@@ -228,8 +231,8 @@ bnorm_status bnorm_layer_forward(bnorm_layer *layer,
   return status;
 }
 
-static bnorm_status forward_built(bnorm_layer *layer,
-                                  const bnorm_forward_args *a) {
+BN_VECTORIZED static bnorm_status forward_built(bnorm_layer *layer,
+                                                const bnorm_forward_args *a) {
   const bnorm_config *c = &layer->config;
   size_t count;
   bnorm_status status =
@@ -316,21 +319,24 @@ static bnorm_status forward_built(bnorm_layer *layer,
       renorm_correction(layer, w.batch_mean, w.batch_second, w.r, w.d);
     }
     for (size_t s = 0; s < stats; s++) rho[s] = 1.0 / sqrt(w.variance[s] + eps);
+    bn_var_doubles(layer, BN_VAR_GAMMA, 1.0, w.gamma);
+    bn_var_doubles(layer, BN_VAR_BETA, 0.0, w.beta);
     for (size_t ch = 0; ch < channels; ch++) {
-      double g = bn_var_at(layer, BN_VAR_GAMMA, ch, 1.0);
+      double g = w.gamma[ch];
       w.xhat_scale[ch] = g * w.adj_scale[ch] * w.r[ch];
-      w.shift[ch] = g * (w.adj_scale[ch] * w.d[ch] + w.adj_bias[ch]) +
-                    bn_var_at(layer, BN_VAR_BETA, ch, 0.0);
+      w.shift[ch] =
+          g * (w.adj_scale[ch] * w.d[ch] + w.adj_bias[ch]) + w.beta[ch];
     }
   } else {
     /* The moving statistics take the batch statistics' place. */
-    for (size_t ch = 0; ch < channels; ch++) {
-      w.mean[ch] = bn_var_at(layer, BN_VAR_MOVING_MEAN, ch, 0.0);
-      rho[ch] =
-          1.0 / sqrt(bn_var_at(layer, BN_VAR_MOVING_VARIANCE, ch, 1.0) + eps);
-      w.xhat_scale[ch] = bn_var_at(layer, BN_VAR_GAMMA, ch, 1.0);
-      w.shift[ch] = bn_var_at(layer, BN_VAR_BETA, ch, 0.0);
-    }
+    bn_var_doubles(layer, BN_VAR_MOVING_MEAN, 0.0, w.mean);
+    bn_var_doubles(layer, BN_VAR_MOVING_VARIANCE, 1.0, w.variance);
+    for (size_t ch = 0; ch < channels; ch++)
+      rho[ch] = 1.0 / sqrt(w.variance[ch] + eps);
+    bn_var_doubles(layer, BN_VAR_GAMMA, 1.0, w.gamma);
+    bn_var_doubles(layer, BN_VAR_BETA, 0.0, w.beta);
+    memcpy(w.xhat_scale, w.gamma, channels * sizeof *w.xhat_scale);
+    memcpy(w.shift, w.beta, channels * sizeof *w.shift);
   }
   store_coefficients(t, stats, channels, w.mean, rho, w.xhat_scale, w.shift,
                      &w);
@@ -347,7 +353,7 @@ static bnorm_status forward_built(bnorm_layer *layer,
     sv->channels = channels;
     memcpy(sv->center, w.center, stats * bn_dtype_size(t));
     for (size_t ch = 0; ch < channels; ch++) {
-      double g = bn_var_at(layer, BN_VAR_GAMMA, ch, 1.0);
+      double g = w.gamma[ch];
       sv->gamma_xhat_factor[ch] = bn_round(t, w.adj_scale[ch] * w.r[ch]);
       sv->gamma_shift_factor[ch] = bn_round(
           t, bn_round(t, w.adj_scale[ch] * w.d[ch]) + w.adj_bias[ch]);

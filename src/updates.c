@@ -59,8 +59,9 @@ bn_update *bn_updates_reserve(bnorm_updates *updates, size_t channels) {
  * rounded to the dtype (bn_round). decay is float32(1 - momentum) for
  * float64 layers too: convert_to_tensor(1.0 - momentum) makes a float32
  * tensor, which is then cast to the variable's dtype. */
-static void moving_average(bnorm_dtype t, void *variable, const double *value,
-                           size_t n, double decay) {
+BN_VECTORIZED static void moving_average(bnorm_dtype t, void *variable,
+                                         const double *value, size_t n,
+                                         double decay) {
   for (size_t i = 0; i < n; i++) {
     double v = bn_load(variable, t, i);
     double step = bn_round(t, bn_round(t, v - value[i]) * decay);
