@@ -186,6 +186,42 @@ BN_VECTORIZED static void store_coefficients(
   }
 }
 
+/* xhat's multiplier and the constant term per channel: gamma * a_s * r and
+ * gamma * (a_s * d + a_b) + beta. Restrict parameters, so that it
+ * vectorizes (as do the loops below). */
+static inline void scale_and_shift(size_t n, const double *restrict gamma,
+                                   const double *restrict beta,
+                                   const double *restrict adj_scale,
+                                   const double *restrict adj_bias,
+                                   const double *restrict r,
+                                   const double *restrict d,
+                                   double *restrict xhat_scale,
+                                   double *restrict shift) {
+  for (size_t ch = 0; ch < n; ch++) {
+    xhat_scale[ch] = gamma[ch] * adj_scale[ch] * r[ch];
+    shift[ch] = gamma[ch] * (adj_scale[ch] * d[ch] + adj_bias[ch]) + beta[ch];
+  }
+}
+
+/* What backward needs of the call per channel, in the dtype: a_s * r,
+ * a_s * d + a_b, and gamma times the first. */
+static inline void saved_factors(bnorm_dtype t, size_t n,
+                                 const double *restrict gamma,
+                                 const double *restrict adj_scale,
+                                 const double *restrict adj_bias,
+                                 const double *restrict r,
+                                 const double *restrict d,
+                                 double *restrict xhat_factor,
+                                 double *restrict shift_factor,
+                                 double *restrict xhat_scale) {
+  for (size_t ch = 0; ch < n; ch++) {
+    xhat_factor[ch] = bn_round(t, adj_scale[ch] * r[ch]);
+    shift_factor[ch] =
+        bn_round(t, bn_round(t, adj_scale[ch] * d[ch]) + adj_bias[ch]);
+    xhat_scale[ch] = bn_round(t, gamma[ch] * xhat_factor[ch]);
+  }
+}
+
 static bnorm_status check_forward_args(const bnorm_layer *layer,
                                        const bnorm_forward_args *a) {
   if (!layer || !a)
@@ -303,14 +339,19 @@ BN_VECTORIZED static bnorm_status forward_built(bnorm_layer *layer,
     /* Ghost batches feed the moving averages with the mean over ghost
      * batches of their means and biased variances. */
     size_t ghost = groups ? groups : 1;
-    for (size_t ch = 0; ch < channels; ch++) {
-      double m = 0.0, v = 0.0;
-      for (size_t g = 0; g < ghost; g++) {
-        m += w.mean[g * channels + ch];
-        v += w.variance[g * channels + ch];
+    memcpy(w.batch_mean, w.mean, channels * sizeof *w.mean);
+    memcpy(w.batch_second, w.variance, channels * sizeof *w.variance);
+    for (size_t g = 1; g < ghost; g++) /* in group order, channels inner */
+      for (size_t ch = 0; ch < channels; ch++) {
+        w.batch_mean[ch] += w.mean[g * channels + ch];
+        w.batch_second[ch] += w.variance[g * channels + ch];
       }
-      w.batch_mean[ch] = bn_round(t, ghost == 1 ? m : m / (double)ghost);
-      w.batch_second[ch] = bn_round(t, ghost == 1 ? v : v / (double)ghost);
+    for (size_t ch = 0; ch < channels; ch++) {
+      w.batch_mean[ch] = bn_round(
+          t, ghost == 1 ? w.batch_mean[ch] : w.batch_mean[ch] / (double)ghost);
+      w.batch_second[ch] =
+          bn_round(t, ghost == 1 ? w.batch_second[ch]
+                                 : w.batch_second[ch] / (double)ghost);
     }
     if (c->renorm) {
       for (size_t ch = 0; ch < channels; ch++)
@@ -321,12 +362,8 @@ BN_VECTORIZED static bnorm_status forward_built(bnorm_layer *layer,
     for (size_t s = 0; s < stats; s++) rho[s] = 1.0 / sqrt(w.variance[s] + eps);
     bn_var_doubles(layer, BN_VAR_GAMMA, 1.0, w.gamma);
     bn_var_doubles(layer, BN_VAR_BETA, 0.0, w.beta);
-    for (size_t ch = 0; ch < channels; ch++) {
-      double g = w.gamma[ch];
-      w.xhat_scale[ch] = g * w.adj_scale[ch] * w.r[ch];
-      w.shift[ch] =
-          g * (w.adj_scale[ch] * w.d[ch] + w.adj_bias[ch]) + w.beta[ch];
-    }
+    scale_and_shift(channels, w.gamma, w.beta, w.adj_scale, w.adj_bias, w.r,
+                    w.d, w.xhat_scale, w.shift);
   } else {
     /* The moving statistics take the batch statistics' place. */
     bn_var_doubles(layer, BN_VAR_MOVING_MEAN, 0.0, w.mean);
@@ -352,13 +389,9 @@ BN_VECTORIZED static bnorm_status forward_built(bnorm_layer *layer,
     sv->stats = stats;
     sv->channels = channels;
     memcpy(sv->center, w.center, stats * bn_dtype_size(t));
-    for (size_t ch = 0; ch < channels; ch++) {
-      double g = w.gamma[ch];
-      sv->gamma_xhat_factor[ch] = bn_round(t, w.adj_scale[ch] * w.r[ch]);
-      sv->gamma_shift_factor[ch] = bn_round(
-          t, bn_round(t, w.adj_scale[ch] * w.d[ch]) + w.adj_bias[ch]);
-      sv->xhat_scale[ch] = bn_round(t, g * sv->gamma_xhat_factor[ch]);
-    }
+    saved_factors(t, channels, w.gamma, w.adj_scale, w.adj_bias, w.r, w.d,
+                  sv->gamma_xhat_factor, sv->gamma_shift_factor,
+                  sv->xhat_scale);
     sv->valid = true;
   }
 
