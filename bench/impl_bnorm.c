@@ -88,13 +88,12 @@ void bench_bnorm_destroy(bench_bnorm *b) {
 }
 
 static int forward(bench_bnorm *b, bool training, bool pending) {
-  bnorm_forward_args fa;
-  memset(&fa, 0, sizeof fa);
-  fa.x = b->io->x;
-  fa.y = b->y;
-  fa.shape = b->shape;
-  fa.rank = b->io->shape->rank;
-  fa.training = training;
+  bnorm_forward_args fa = {
+      .x = b->io->x,
+      .y = b->y,
+      .shape = b->shape,
+      .rank = b->io->shape->rank,
+      .training = training};
   fa.saved = training ? b->saved : NULL; /* a training step keeps them */
   fa.pending = pending ? b->pending : NULL;
   if (bnorm_layer_forward(b->layer, &fa) != BNORM_OK)
@@ -113,16 +112,15 @@ int bench_bnorm_prepare(bench_bnorm *b, bench_pass pass) {
 
 int bench_bnorm_run(bench_bnorm *b, bench_pass pass, bool pending) {
   if (pass != BENCH_BACKWARD) return forward(b, pass == BENCH_TRAIN, pending);
-  bnorm_backward_args ba;
-  memset(&ba, 0, sizeof ba);
-  ba.saved = b->saved;
-  ba.x = b->io->x;
-  ba.dy = b->io->dy;
-  ba.shape = b->shape;
-  ba.rank = b->io->shape->rank;
-  ba.dx = b->dx;
-  ba.dgamma = b->dgamma;
-  ba.dbeta = b->dbeta;
+  bnorm_backward_args ba = {
+      .saved = b->saved,
+      .x = b->io->x,
+      .dy = b->io->dy,
+      .shape = b->shape,
+      .rank = b->io->shape->rank,
+      .dx = b->dx,
+      .dgamma = b->dgamma,
+      .dbeta = b->dbeta};
   if (bnorm_layer_backward(b->layer, &ba) != BNORM_OK)
     return fail("bnorm_layer_backward");
   return 0;

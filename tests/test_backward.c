@@ -130,27 +130,25 @@ static bool run_case(const bcase *bc, const char *label) {
     cases_inference++;
   ref_backward(&rs, &ref, xd, dyd, bc->shape, bc->rank, dxr, dgr, dbr, dxm, dgm, dbm);
 
-  bnorm_forward_args fa;
-  memset(&fa, 0, sizeof fa);
-  fa.x = x;
-  fa.y = y;
-  fa.shape = bc->shape;
-  fa.rank = bc->rank;
-  fa.training = bc->training;
-  fa.saved = saved;
+  bnorm_forward_args fa = {
+      .x = x,
+      .y = y,
+      .shape = bc->shape,
+      .rank = bc->rank,
+      .training = bc->training,
+      .saved = saved};
   if (!CHECKF(bnorm_layer_forward(bn, &fa) == BNORM_OK, "%s: forward: %s", label,
               bnorm_last_error()))
     goto done;
-  bnorm_backward_args ba;
-  memset(&ba, 0, sizeof ba);
-  ba.saved = saved;
-  ba.x = x;
-  ba.dy = dy;
-  ba.shape = bc->shape;
-  ba.rank = bc->rank;
-  ba.dx = dx;
-  ba.dgamma = bc->rc.scale ? dg : NULL;
-  ba.dbeta = bc->rc.center ? db : NULL;
+  bnorm_backward_args ba = {
+      .saved = saved,
+      .x = x,
+      .dy = dy,
+      .shape = bc->shape,
+      .rank = bc->rank,
+      .dx = dx,
+      .dgamma = bc->rc.scale ? dg : NULL,
+      .dbeta = bc->rc.center ? db : NULL};
   if (!CHECKF(bnorm_layer_backward(bn, &ba) == BNORM_OK, "%s: backward: %s", label,
               bnorm_last_error()))
     goto done;
@@ -421,25 +419,23 @@ static void test_fused_grad_vector(void) {
     CHECK_OK(bnorm_layer_set_variable(bn, ig, &four, 1));
     CHECK_OK(bnorm_layer_set_variable(bn, ib, &three, 1));
     float y[6], dx[6], dg, db;
-    bnorm_forward_args fa;
-    memset(&fa, 0, sizeof fa);
-    fa.x = x;
-    fa.y = y;
-    fa.shape = shape;
-    fa.rank = 4;
-    fa.training = true;
-    fa.saved = saved;
+    bnorm_forward_args fa = {
+        .x = x,
+        .y = y,
+        .shape = shape,
+        .rank = 4,
+        .training = true,
+        .saved = saved};
     CHECK_OK(bnorm_layer_forward(bn, &fa));
-    bnorm_backward_args ba;
-    memset(&ba, 0, sizeof ba);
-    ba.saved = saved;
-    ba.x = x;
-    ba.dy = dy;
-    ba.shape = shape;
-    ba.rank = 4;
-    ba.dx = dx;
-    ba.dgamma = &dg;
-    ba.dbeta = &db;
+    bnorm_backward_args ba = {
+        .saved = saved,
+        .x = x,
+        .dy = dy,
+        .shape = shape,
+        .rank = 4,
+        .dx = dx,
+        .dgamma = &dg,
+        .dbeta = &db};
     if (CHECK_OK(bnorm_layer_backward(bn, &ba))) {
       for (int i = 0; i < 6; i++)
         CHECKF(fabs(dx[i] - want_dx[i]) <= 0.01, "FusedBatchNormGradOpTest.Simple dx[%d] = %g, want %g",
@@ -526,14 +522,13 @@ static void test_saved_and_variants(void) {
       CHECK(ref_forward(&ref, &ra, yr, NULL, NULL, &rs) == 0);
       ref_backward(&rs, &ref, xd, dyd, shape, 3, dxr, dgr, dbr, dxm, dgm, dbm);
 
-      bnorm_forward_args fa;
-      memset(&fa, 0, sizeof fa);
-      fa.x = x;
-      fa.y = y;
-      fa.shape = shape;
-      fa.rank = 3;
-      fa.training = training != 0;
-      fa.saved = saved;
+      bnorm_forward_args fa = {
+          .x = x,
+          .y = y,
+          .shape = shape,
+          .rank = 3,
+          .training = training != 0,
+          .saved = saved};
       CHECK_OK(bnorm_layer_forward(bn, &fa));
       /* the variables change after the call: gamma (an optimizer step) and
        * the moving statistics (another training call without `saved`) */
@@ -546,16 +541,15 @@ static void test_saved_and_variants(void) {
 
       char label[96];
       snprintf(label, sizeof label, "saved (renorm %d, training %d)", renorm, training);
-      bnorm_backward_args ba;
-      memset(&ba, 0, sizeof ba);
-      ba.saved = saved;
-      ba.x = x;
-      ba.dy = dy;
-      ba.shape = shape;
-      ba.rank = 3;
-      ba.dx = dx;
-      ba.dgamma = dg;
-      ba.dbeta = db;
+      bnorm_backward_args ba = {
+          .saved = saved,
+          .x = x,
+          .dy = dy,
+          .shape = shape,
+          .rank = 3,
+          .dx = dx,
+          .dgamma = dg,
+          .dbeta = db};
       if (CHECK_OK(bnorm_layer_backward(bn, &ba))) {
         check_lib_vs(dx, dxr, dxm, n, label, "dx after the variables changed");
         check_lib_vs(dg, dgr, dgm, C, label, "dgamma after the variables changed");
@@ -599,24 +593,22 @@ static void test_saved_and_variants(void) {
   CHECK_OK(bnorm_layer_create(&cfg, &bn));
   CHECK_OK(bnorm_layer_build(bn, shape2, 2));
   CHECK_OK(bnorm_saved_create(&saved));
-  bnorm_forward_args fa;
-  memset(&fa, 0, sizeof fa);
-  fa.x = x;
-  fa.y = y;
-  fa.shape = shape2;
-  fa.rank = 2;
-  fa.training = true;
-  fa.saved = saved;
+  bnorm_forward_args fa = {
+      .x = x,
+      .y = y,
+      .shape = shape2,
+      .rank = 2,
+      .training = true,
+      .saved = saved};
   CHECK_OK(bnorm_layer_forward(bn, &fa));
-  bnorm_backward_args ba;
-  memset(&ba, 0, sizeof ba);
-  ba.saved = saved;
-  ba.x = x;
-  ba.dy = dy;
-  ba.shape = shape2;
-  ba.rank = 2;
-  ba.dx = dx;
-  ba.dgamma = g;
+  bnorm_backward_args ba = {
+      .saved = saved,
+      .x = x,
+      .dy = dy,
+      .shape = shape2,
+      .rank = 2,
+      .dx = dx,
+      .dgamma = g};
   CHECK(bnorm_layer_backward(bn, &ba) != BNORM_OK);
   ba.dgamma = NULL;
   ba.dbeta = g;

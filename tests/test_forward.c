@@ -310,13 +310,12 @@ static void step_both(bnorm_layer *bn, ref_layer *ref, const float *x, const int
   ra.rank = rank;
   ra.training = training;
   CHECKF(ref_forward_immediate(ref, &ra, yr, ym, NULL) == 0, "%s: reference: %s", label, ref_error());
-  bnorm_forward_args fa;
-  memset(&fa, 0, sizeof fa);
-  fa.x = x;
-  fa.y = y;
-  fa.shape = shape;
-  fa.rank = rank;
-  fa.training = training;
+  bnorm_forward_args fa = {
+      .x = x,
+      .y = y,
+      .shape = shape,
+      .rank = rank,
+      .training = training};
   if (CHECK_OK(bnorm_layer_forward(bn, &fa))) {
     char what[300];
     snprintf(what, sizeof what, "%s: y", label);
@@ -420,13 +419,12 @@ static void test_in_place(void) {
       ra.rank = cases[k].rank;
       ra.training = training != 0;
       CHECK(ref_forward_immediate(&ref, &ra, yr, NULL, NULL) == 0);
-      bnorm_forward_args fa;
-      memset(&fa, 0, sizeof fa);
-      fa.x = buf;
-      fa.y = buf;
-      fa.shape = cases[k].shape;
-      fa.rank = cases[k].rank;
-      fa.training = training != 0;
+      bnorm_forward_args fa = {
+          .x = buf,
+          .y = buf,
+          .shape = cases[k].shape,
+          .rank = cases[k].rank,
+          .training = training != 0};
       if (CHECK_OK(bnorm_layer_forward(bn, &fa))) {
         char what[96];
         snprintf(what, sizeof what, "in place case %zu training %d: y", k, training);
