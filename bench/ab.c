@@ -8,7 +8,9 @@
  * next, whole benchmark runs cannot show a change of 5%. Here the two
  * libraries' calls alternate (ABBA), so a drift hits both alike, and the
  * median of the per-pair ratios A/B says which is faster (> 1: B is);
- * its quartiles say how sure that is. Example, the current build against a
+ * its quartiles say how sure that is. With more than one thread, each
+ * sample waits 6 ms first, for the other library's idle workers to stop
+ * spinning, and warms up for 2 ms, for this library's to wake. Example, the current build against a
  * copy of an older one:
  *   ./build-bench/bench/bnorm-ab old/libbnorm.so build-bench/libbnorm.so 1 \
  *       infer warm 32 1024
@@ -181,15 +183,22 @@ int main(int argc, char **argv) {
   int calls = cold ? 1 : (int)(2e7 / ((double)n + 1000.0)) + 1;
   static double times[2][PAIRS], ratio[PAIRS];
   volatile float sink = 0.0f;
+  const struct timespec settle = {0, 6000000};
   for (int pair = 0; pair < pairs; pair++)
     for (int turn = 0; turn < 2; turn++) {
       int k = (pair & 1) ? 1 - turn : turn; /* ABBA */
+      /* The other library's idle workers spin up to 5 ms (BNORM_SPIN_US)
+       * before they sleep; on a machine with as many CPUs as threads they
+       * would take CPUs from this library's workers. */
+      if (threads > 1) nanosleep(&settle, NULL);
       if (cold) {
         float s = 0.0f;
         for (size_t i = 0; i < scrub_count; i += 16) s += scrub[i];
         sink += s;
       } else {
-        for (int i = 0; i < 3; i++) run(&libs[k], &c);
+        /* Long enough for a sleeping worker to wake (up to 0.4 ms). */
+        double until = now() + (threads > 1 ? 2e-3 : 0.0);
+        for (int i = 0; i < 3 || now() < until; i++) run(&libs[k], &c);
       }
       double t0 = now();
       for (int i = 0; i < calls; i++) run(&libs[k], &c);
