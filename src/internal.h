@@ -160,7 +160,10 @@ static inline void *bn_var(const bnorm_layer *layer, int kind) {
  * few elements per channel, and for the float64 kernels. The library is
  * built with -std=c11, so no clone contracts a * b + c into an FMA and all
  * round alike. */
-#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__)
+/* ThreadSanitizer's runtime is not up yet when the clones' resolvers run
+ * at load time. */
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__) &&       \
+    !defined(__SANITIZE_THREAD__)
 #define BN_VECTORIZED                                                         \
   __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else

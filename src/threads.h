@@ -6,10 +6,21 @@
 
 typedef void (*bn_task_fn)(void *ctx, size_t task);
 
+/* Jobs of more tasks run on the caller alone. */
+enum { BN_MAX_TASKS = 256 };
+
+/* The order in which each thread runs its share of a job's tasks. Passes
+ * that follow a pass over the same tensor go last first: what that pass
+ * read last is what the caches still hold. */
+typedef enum bn_order { BN_IN_ORDER, BN_LAST_FIRST } bn_order;
+
 /* Runs fn(ctx, 0..tasks-1), each task exactly once, on up to
- * bnorm_get_num_threads() threads including the caller; returns when all
- * are done. Tasks must not depend on which thread runs them; tasks < 2^32. */
-void bn_parallel_for(size_t tasks, bn_task_fn fn, void *ctx);
+ * bnorm_get_num_threads() threads including the caller, and returns when
+ * all are done. With T threads, thread p (the caller is 0) runs tasks
+ * [p*tasks/T, (p+1)*tasks/T) unless another thread got to them first, so
+ * jobs of the same task count put a task on the same thread. Tasks must not
+ * depend on which thread runs them. */
+void bn_parallel_for(size_t tasks, bn_order order, bn_task_fn fn, void *ctx);
 
 int bn_thread_count(void);
 
