@@ -1,10 +1,10 @@
 /* How the operators cut a tensor for threads (ops.c, ops_f64.c). A tensor
  * is cut into rows (its innermost dimension: one statistic, as in NCHW, or
  * consecutive statistics, as in NHWC), and the rows into chunks of about
- * BN_CHUNK_ELEMENTS elements. The cut depends only on the layout; threads
- * take whole chunks, reductions keep one partial result per chunk and
- * combine them in chunk order, so results are bit-identical for any number
- * of threads. */
+ * BN_CHUNK_ELEMENTS elements. The reductions' cut depends only on the
+ * layout; threads take whole chunks, reductions keep one partial result per
+ * chunk and combine them in chunk order, so results are bit-identical for
+ * any number of threads. */
 #ifndef BNORM_OPS_CUT_H
 #define BNORM_OPS_CUT_H
 
@@ -14,8 +14,12 @@
 enum {
   BN_CHUNK_ELEMENTS = 1 << 17,
   BN_MAX_CHUNKS = BN_MAX_TASKS,
-  /* Fewer elements than this are not worth a second thread. */
-  BN_SPLIT_ELEMENTS = 1 << 13
+  /* A tensor of one chunk is split for two threads from this many
+   * elements and rows on: fewer elements are not worth a second thread,
+   * and a half of fewer rows does not pay for the coefficients the second
+   * thread must fetch (NC 32x1024 ran 2-4% slower split). */
+  BN_SPLIT_ELEMENTS = 1 << 13,
+  BN_SPLIT_ROWS = 128
 };
 
 /* A contiguous piece of the tensor: `rows` rows of `length` elements from
@@ -56,16 +60,19 @@ static inline void bn_cut_init(bn_cut *cut, const bn_layout *l) {
 }
 
 /* The cut of the elementwise passes (normalize, grad_input), where a
- * tensor of one chunk goes in two halves, so that two threads share it:
- * one thread streams all of it through its L2 at about 32 bytes a cycle,
- * two stream half each. The reductions keep a single chunk there: their
- * results depend on the cut, and at one thread a second chunk's
- * bookkeeping and merge cost more (4-9% on 50 KB) than a second thread
- * saves (the fork and join cost about 0.3 us on this VM). The elementwise
- * results do not depend on the cut. */
+ * tensor of one chunk goes in two halves when there is more than one
+ * thread, so that two threads share it: one thread streams all of it
+ * through its L2 at about 32 bytes a cycle, two stream half each. Their
+ * results do not depend on the cut, so it may depend on the thread count
+ * (one thread gains nothing from halves and pays 2-4% for them). The
+ * reductions keep a single chunk there: their results depend on the cut,
+ * which must therefore not depend on the thread count, and a second chunk's
+ * bookkeeping and merge cost one thread more (3-9% on 50 KB) than a second
+ * thread saves (a fork and join costs about 0.3 us on this VM). */
 static inline void bn_cut_init_elementwise(bn_cut *cut, const bn_layout *l) {
   bn_cut_init(cut, l);
-  if (cut->chunks == 1 && l->total >= BN_SPLIT_ELEMENTS && cut->rows >= 2) {
+  if (cut->chunks == 1 && l->total >= BN_SPLIT_ELEMENTS &&
+      cut->rows >= BN_SPLIT_ROWS && bn_thread_count() > 1) {
     cut->rows_per_chunk = (cut->rows + 1) / 2;
     cut->chunks = 2;
   }
