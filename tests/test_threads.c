@@ -103,6 +103,9 @@ int main(void) {
       {"NHWC ghost", {16, 28, 28, 32}, 4, {-1, 0}, 1, 4},
       {"multi-axis", {8, 6, 40, 40, 3}, 5, {1, 4}, 2, 0},
       {"batch axis", {70000, 3}, 2, {0, 0}, 1, 0},
+      /* One chunk, which the elementwise passes halve for two threads. */
+      {"NHWC small", {8, 7, 7, 32}, 4, {-1, 0}, 1, 0},
+      {"NCHW small", {8, 32, 7, 7}, 4, {1, 0}, 1, 0},
   };
   const int thread_counts[] = {1, 2, 3, 7};
   th_seed(11);
