@@ -176,6 +176,7 @@ int main(void) {
       {"NC 70x67 (wide with a tail)", 2, {70, 67}, -1},
       {"NC 37x520 (wide)", 2, {37, 520}, -1},
       {"NC 33x1100 (two strips)", 2, {33, 1100}, -1},
+      {"NC 301x520 (wide: flushes, blocks, chunks)", 2, {301, 520}, -1},
       {"NC 9000x40 (blocks and chunks)", 2, {9000, 40}, -1},
       {"NHWC 4x5x3x24", 4, {4, 5, 3, 24}, -1},
       {"NCHW 6x5x7x7 (short rows)", 4, {6, 5, 7, 7}, 1},
