@@ -127,6 +127,7 @@ static int run_dnnl(void *p) {
   dnnl_ctx *c = p;
   return bench_dnnl_run(c->d, c->pass);
 }
+static int run_bare(void *p) { return bench_bare_run(p); }
 
 static float *alloc_tensor(size_t n) {
   return aligned_alloc(4096, (n * sizeof(float) + 4095) & ~(size_t)4095);
@@ -149,6 +150,8 @@ static int bench_shape_cases(const options *o, const bench_shape *s,
   io.moving_mean = malloc(s->channels * sizeof(float));
   io.moving_variance = malloc(s->channels * sizeof(float));
   float *dgamma_scale = malloc(s->channels * sizeof(float));
+  /* The bare loop's output (cold cases only; NULL: not timed). */
+  float *bare_out = s->cold ? alloc_tensor(s->total) : NULL;
   float *dbeta_scale = malloc(s->channels * sizeof(float));
   bench_bnorm *b = NULL;
   int failures = 0;
@@ -227,12 +230,14 @@ static int bench_shape_cases(const options *o, const bench_shape *s,
                bench_pass_name(pass), bench_dnnl_impl_name(d, pass),
                cd->status, cd->err);
 
-      /* Time: bnorm, bnorm with pending updates (training), oneDNN. */
+      /* Time: bnorm, bnorm with pending updates (training), oneDNN, and
+       * on cold cases the bare loop. */
       bench_bnorm_prepare(b, pass);
       bnorm_ctx c0 = {b, pass, false}, c1 = {b, pass, true};
       dnnl_ctx c2 = {d, pass};
-      bench_runner runners[3];
-      bench_cell *cells[3];
+      bench_bare c3 = {pass, io.x, io.dy, bare_out, s->total, threads};
+      bench_runner runners[4];
+      bench_cell *cells[4];
       int n = 0;
       runners[n] = (bench_runner){"bnorm", run_bnorm, &c0, {0}, 0};
       cells[n++] = cb;
@@ -243,6 +248,14 @@ static int bench_shape_cases(const options *o, const bench_shape *s,
       if (strcmp(cd->status, "ok") == 0) {
         runners[n] = (bench_runner){"oneDNN", run_dnnl, &c2, {0}, 0};
         cells[n++] = cd;
+      }
+      if (bare_out) {
+        bench_cell *cx = &row->cell[BENCH_IMPL_BARE];
+        cx->present = true;
+        cx->threads = threads;
+        snprintf(cx->status, sizeof cx->status, "ok");
+        runners[n] = (bench_runner){"bare", run_bare, &c3, {0}, 0};
+        cells[n++] = cx;
       }
       bench_cpu before, after;
       bench_cpu_read(&before);
@@ -266,6 +279,7 @@ done:
   bench_bnorm_destroy(b);
   free(dgamma_scale);
   free(dbeta_scale);
+  free(bare_out);
   free(io.x);
   free(io.dy);
   free(io.gamma);

@@ -194,6 +194,20 @@ int bench_write_reference(const char *dir, size_t index, bench_pass pass,
                           const bench_result *ref, size_t total,
                           size_t channels);
 
+/* ---- bare.c: the floor's traffic in plain loops (see there) ------------- */
+
+typedef struct bench_bare {
+  bench_pass pass;
+  const float *x, *dy; /* the case's tensors */
+  float *out;          /* a tensor of its own, aligned to 64 bytes */
+  size_t n;
+  int threads;         /* OpenMP threads */
+} bench_bare;
+
+/* One call: infer writes out = a * x + b; train reads x, then writes
+ * out = a * x + b; bwd reads x and dy, then writes out = a * dy + b * x. */
+int bench_bare_run(const bench_bare *b);
+
 /* ---- impl_bnorm.c: bnorm through its public layer API ------------------- */
 
 typedef struct bench_bnorm bench_bnorm;
@@ -262,6 +276,7 @@ typedef enum bench_impl {
                                bnorm_layer_apply_updates */
   BENCH_IMPL_DNNL,
   BENCH_IMPL_TORCH,
+  BENCH_IMPL_BARE, /* not a peer: the bare loop of a cold case (bare.c) */
   BENCH_IMPL_COUNT
 } bench_impl;
 

@@ -5,7 +5,8 @@
 #include <string.h>
 
 const char *bench_impl_name(bench_impl impl) {
-  static const char *names[] = {"bnorm", "bnorm+pend", "oneDNN", "torch"};
+  static const char *names[] = {"bnorm", "bnorm+pend", "oneDNN", "torch",
+                               "bare"};
   return names[impl];
 }
 
@@ -16,7 +17,7 @@ static bool timed(const bench_cell *c) {
 /* The fastest peer that matched bnorm; -1 if none. */
 static int best_peer(const bench_row *row) {
   int best = -1;
-  for (int i = BENCH_IMPL_DNNL; i < BENCH_IMPL_COUNT; i++)
+  for (int i = BENCH_IMPL_DNNL; i <= BENCH_IMPL_TORCH; i++)
     if (timed(&row->cell[i]) &&
         (best < 0 || row->cell[i].stats.median < row->cell[best].stats.median))
       best = i;
@@ -109,9 +110,13 @@ static void print_summary(FILE *out, const bench_report *r) {
   double cold_min = INFINITY, cold_max = 0, small_min = INFINITY,
          small_max = 0;
   int cold_n = 0, cold_ok = 0, small_n = 0;
+  /* The bare loops' fractions of the floor, and bnorm's of their speed. */
+  double bare_min = INFINITY, bare_max = 0, vs_bare_min = INFINITY,
+         vs_bare_max = 0;
+  int bare_n = 0, bare_ok = 0;
   for (size_t i = 0; i < r->row_count; i++) {
     const bench_row *row = &r->rows[i];
-    for (int k = BENCH_IMPL_DNNL; k < BENCH_IMPL_COUNT; k++) {
+    for (int k = BENCH_IMPL_DNNL; k <= BENCH_IMPL_TORCH; k++) {
       const bench_cell *c = &row->cell[k];
       if (!c->present) continue;
       if (strcmp(c->status, "mismatch") == 0) mismatches++;
@@ -130,6 +135,17 @@ static void print_summary(FILE *out, const bench_report *r) {
       cold_max = fmax(cold_max, pct);
       cold_n++;
       cold_ok += pct >= 0.85;
+      const bench_cell *bare = &row->cell[BENCH_IMPL_BARE];
+      if (timed(bare)) {
+        double bare_pct = bench_row_floor(r, row) / bare->stats.median;
+        double vs_bare = bare->stats.median / b->stats.median;
+        bare_min = fmin(bare_min, bare_pct);
+        bare_max = fmax(bare_max, bare_pct);
+        vs_bare_min = fmin(vs_bare_min, vs_bare);
+        vs_bare_max = fmax(vs_bare_max, vs_bare);
+        bare_n++;
+        bare_ok += bare_pct >= 0.85;
+      }
     }
     int best = best_peer(row);
     if (best < 0) continue;
@@ -159,6 +175,11 @@ static void print_summary(FILE *out, const bench_report *r) {
             "%.0f%%..%.0f%%, %d of %d cases >= 85%% -> %s\n",
             100 * cold_min, 100 * cold_max, cold_ok, cold_n,
             cold_ok == cold_n ? "MET" : "NOT MET");
+  if (bare_n)
+    fprintf(out, "    the bare loops of the same cases reach %.0f%%..%.0f%% "
+            "of the floor (%d of %d >= 85%%); bnorm runs at %.0f%%..%.0f%% "
+            "of their speed\n", 100 * bare_min, 100 * bare_max, bare_ok,
+            bare_n, 100 * vs_bare_min, 100 * vs_bare_max);
   if (small_n)
     fprintf(out, "  small shape (warm) >= 3x the best peer: %.2fx..%.2fx -> "
             "%s\n", small_min, small_max, small_min >= 3 ? "MET" : "NOT MET");
@@ -205,24 +226,30 @@ void bench_report_print(FILE *out, const bench_report *r) {
   fprintf(out, "\nfloor = STREAM time for the traffic: infer 1R+1W (copy), "
           "train 2R+1W (read + copy), bwd 4R+1W (2 reads + triad),\n"
           "copy and triad at the faster of regular and NT stores. GB/s counts "
-          "those bytes; %%fl = floor / median;\nvs best = best peer's median "
+          "those bytes; %%fl = floor / median;\nbare = the same traffic in "
+          "plain loops on the case's own tensors, timed like the others "
+          "(bare.c), and its %%fl;\nvs best = best peer's median "
           "/ bnorm's median; spr = (max-min)/median;\nbusy = CPUs other "
           "processes kept busy while the row was timed (! above %.2f).\n\n",
           BENCH_BUSY_LIMIT);
   fprintf(out, "%-18s %-5s %3s | %9s %4s %9s | %9s %4s %9s %4s | %6s %4s | "
-          "%-11s | %-8s | %s\n", "case", "pass", "thr", "bnorm", "spr",
-          "+pend", "oneDNN", "spr", "torch", "spr", "GB/s", "%fl", "peer %fl",
-          "vs best", "busy");
+          "%9s %4s | %-11s | %-8s | %s\n", "case", "pass", "thr", "bnorm",
+          "spr", "+pend", "oneDNN", "spr", "torch", "spr", "GB/s", "%fl",
+          "bare", "%fl", "peer %fl", "vs best", "busy");
   for (size_t i = 0; i < r->row_count; i++) {
     const bench_row *row = &r->rows[i];
     const bench_shape *s = &r->shapes[row->shape_index];
     char b[48], p[48], d[48], t[48], best_text[32] = "-", speed[32] = "-",
-         gbps[16] = "-", pct[16] = "-";
+         gbps[16] = "-", pct[16] = "-", bare[48], bare_pct[16] = "-";
     fmt_cell(b, sizeof b, &row->cell[BENCH_IMPL_BNORM], true);
     fmt_cell(p, sizeof p, &row->cell[BENCH_IMPL_BNORM_PENDING], false);
     fmt_cell(d, sizeof d, &row->cell[BENCH_IMPL_DNNL], true);
     fmt_cell(t, sizeof t, &row->cell[BENCH_IMPL_TORCH], true);
+    fmt_cell(bare, sizeof bare, &row->cell[BENCH_IMPL_BARE], false);
     double floor_s = bench_row_floor(r, row);
+    if (s->cold && timed(&row->cell[BENCH_IMPL_BARE]))
+      snprintf(bare_pct, sizeof bare_pct, "%.0f",
+               100 * floor_s / row->cell[BENCH_IMPL_BARE].stats.median);
     const bench_cell *bc = &row->cell[BENCH_IMPL_BNORM];
     /* The floor is a DRAM one: warm rows have none. */
     if (timed(bc)) {
@@ -247,10 +274,11 @@ void bench_report_print(FILE *out, const bench_report *r) {
                  pc->stats.median / bc->stats.median);
     }
     double busy = row_busy(row);
-    fprintf(out, "%-18s %-5s %3d | %s %s | %s %s | %6s %4s | %-11s | %-8s | "
-            "%.1f%s\n", s->name, bench_pass_name(row->pass),
-            r->threads[row->thread_index], b, p, d, t, gbps, pct, best_text,
-            speed, busy, busy > BENCH_BUSY_LIMIT ? " !" : "");
+    fprintf(out, "%-18s %-5s %3d | %s %s | %s %s | %6s %4s | %s %4s | %-11s "
+            "| %-8s | %.1f%s\n", s->name, bench_pass_name(row->pass),
+            r->threads[row->thread_index], b, p, d, t, gbps, pct, bare,
+            bare_pct, best_text, speed, busy,
+            busy > BENCH_BUSY_LIMIT ? " !" : "");
   }
   print_summary(out, r);
 }
@@ -288,7 +316,8 @@ int bench_report_csv(const char *path, const bench_report *r) {
               s->cold ? "cold" : "warm", bench_pass_name(row->pass),
               r->threads[row->thread_index], bench_impl_name((bench_impl)k),
               c->threads, c->status);
-      if (k >= BENCH_IMPL_DNNL) fprintf(f, "%.3g", c->err);
+      if (k >= BENCH_IMPL_DNNL && k <= BENCH_IMPL_TORCH)
+        fprintf(f, "%.3g", c->err);
       if (!timed(c)) {
         fprintf(f, ",,,,,,%.0f,,,,,,,\n", bytes);
         continue;

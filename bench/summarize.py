@@ -6,8 +6,9 @@
 Each run compares bnorm with its peers within that run (same minutes, same
 machine state). This script takes, per case (shape, pass, threads), the
 median over the runs of bnorm's median time, of each peer's, of the
-speed-up over the best peer and of the fraction of the bandwidth floor,
-and checks issue 5's targets on those medians. The per-run speed-ups are
+speed-up over the best peer and of the fraction of the bandwidth floor
+(bnorm's, and the bare loop's: the same traffic in plain loops on the
+case's own tensors), and checks issue 5's targets on those medians. The per-run speed-ups are
 printed too, so the spread between runs stays visible. Standard library
 only.
 """
@@ -44,15 +45,16 @@ def main(paths):
     keys = [k for k in runs[0] if all(k in r for r in runs)]
     print("bnorm-bench summary: median over %d runs (%s)" %
           (len(runs), ", ".join(paths)))
-    print("%-18s %-5s %3s | %9s %9s %9s | %5s | %-7s %-22s" %
-          ("case", "pass", "thr", "bnorm", "oneDNN", "torch", "%fl",
-           "vs best", "per run"))
+    print("%-18s %-5s %3s | %9s %9s %9s | %5s | %9s %5s | %-7s %-22s" %
+          ("case", "pass", "thr", "bnorm", "oneDNN", "torch", "%fl", "bare",
+           "%fl", "vs best", "per run"))
     speedups, by_threads, floors, small = [], {}, [], []
+    bare_floors, vs_bare = [], []
     slower = 0
     for key in keys:
         shape, pass_, threads = key
         med = {}
-        for impl in ("bnorm", "oneDNN", "torch"):
+        for impl in ("bnorm", "oneDNN", "torch", "bare"):
             med[impl] = statistics.median(
                 num(r[key][impl]["median_s"]) if impl in r[key] else math.nan
                 for r in runs)
@@ -61,6 +63,13 @@ def main(paths):
         floor_pct = [num(r[key]["bnorm"]["floor_pct"]) for r in runs]
         fl = statistics.median(floor_pct) if not any(
             math.isnan(v) for v in floor_pct) else math.nan
+        bare_pct = [num(r[key]["bare"]["floor_pct"]) if "bare" in r[key]
+                    else math.nan for r in runs]
+        bare_fl = statistics.median(bare_pct) if not any(
+            math.isnan(v) for v in bare_pct) else math.nan
+        if not math.isnan(bare_fl):
+            bare_floors.append(bare_fl)
+            vs_bare.append(med["bare"] / med["bnorm"])
         speedups.append(speedup)
         by_threads.setdefault(threads, []).append(speedup)
         if speedup < 1.0:
@@ -69,10 +78,12 @@ def main(paths):
             small.append(speedup)
         else:
             floors.append(fl)
-        print("%-18s %-5s %3d | %9s %9s %9s | %5s | %5.2fx   %s" %
+        print("%-18s %-5s %3d | %9s %9s %9s | %5s | %9s %5s | %5.2fx   %s" %
               (shape, pass_, threads, fmt_time(med["bnorm"]),
                fmt_time(med["oneDNN"]), fmt_time(med["torch"]),
-               "-" if math.isnan(fl) else "%.0f" % fl, speedup,
+               "-" if math.isnan(fl) else "%.0f" % fl,
+               fmt_time(med["bare"]),
+               "-" if math.isnan(bare_fl) else "%.0f" % bare_fl, speedup,
                " ".join("%.2f" % v for v in per_run)))
 
     def geomean(values):
@@ -93,6 +104,13 @@ def main(paths):
               "cases -> %s" % (min(floors), max(floors),
                                sum(f >= 85 for f in floors), len(floors),
                                "met" if min(floors) >= 85 else "NOT MET"))
+    if bare_floors:
+        print("    the bare loops of the same cases reach %.0f%%..%.0f%% of "
+              "the floor (%d of %d >= 85%%); bnorm runs at %.0f%%..%.0f%% of "
+              "their speed" % (min(bare_floors), max(bare_floors),
+                               sum(f >= 85 for f in bare_floors),
+                               len(bare_floors), 100 * min(vs_bare),
+                               100 * max(vs_bare)))
     if small:
         print("  small shape >= 3x the best peer: %.2fx..%.2fx -> %s" %
               (min(small), max(small),
