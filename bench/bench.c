@@ -419,6 +419,7 @@ int main(int argc, char **argv) {
       fprintf(stderr, "bnorm-bench: out of memory for the STREAM arrays\n");
       return 2;
     }
+  r.round_trip_ns[0] = bench_round_trip_ns();
   r.scrub_bytes = 3 * r.llc_bytes;
   if (bench_scrub_init(r.scrub_bytes) != 0) {
     fprintf(stderr, "bnorm-bench: out of memory for the scrub buffer\n");
@@ -461,6 +462,7 @@ int main(int argc, char **argv) {
     for (int k = 0; k < BENCH_STREAM_COUNT; k++)
       r.bw[t].gbps[k] = fmax(r.bw_before[t].gbps_max[k], r.bw_after[t].gbps_max[k]);
   }
+  r.round_trip_ns[1] = bench_round_trip_ns();
   bench_scrub_free();
   bench_cpu_read(&clock_end);
   r.seconds = bench_now() - started;

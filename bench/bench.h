@@ -133,6 +133,12 @@ int bench_stream_measure(int threads, size_t array_bytes, int reps,
                          bench_bandwidth *out);
 const char *bench_stream_name(bench_stream_kind kind);
 
+/* ---- round_trip.c: core-to-core latency --------------------------------- */
+
+/* Nanoseconds for a cache line to go from one thread to another and back
+ * (the mean of 20000 round trips); -1 if no thread starts. */
+double bench_round_trip_ns(void);
+
 /* ---- passes, inputs, outputs -------------------------------------------- */
 
 typedef enum bench_pass {
@@ -314,6 +320,7 @@ typedef struct bench_report {
   double seconds;      /* the run's wall time */
   double others_cores; /* mean CPUs busy with other processes during it */
   double steal_cores;  /* mean CPUs taken by the hypervisor (steal) */
+  double round_trip_ns[2]; /* core-to-core round trip, start and end */
   char cpu[128], dnnl_version[64], torch_version[128], command[1024];
 } bench_report;
 

@@ -208,6 +208,10 @@ void bench_report_print(FILE *out, const bench_report *r) {
   fprintf(out, "  run: %.0f s; other processes kept %.2f CPUs busy on average "
           "meanwhile, the hypervisor stole %.2f (both disturb the times)\n",
           r->seconds, r->others_cores, r->steal_cores);
+  fprintf(out, "  core-to-core round trip (a cache line between two threads): "
+          "%.0f ns at the start, %.0f ns at the end; it sets the cost of a "
+          "fork and join of two threads, which the 2-thread small rows pay\n",
+          r->round_trip_ns[0], r->round_trip_ns[1]);
   fprintf(out, "  cold: before every timed call the caches are scrubbed by "
           "reading a %zu MiB buffer (%.0fx LLC); warm: the operands stay "
           "cached, calls back to back\n",
@@ -298,6 +302,9 @@ int bench_report_csv(const char *path, const bench_report *r) {
           "status,max_rel_err,reps,calls_per_rep,median_s,min_s,max_s,bytes,"
           "gbps,floor_s,floor_pct,best_peer,speedup_vs_best_peer,gbps_min,"
           "gbps_max\n");
+  for (int k = 0; k < 2; k++)
+    fprintf(f, "round-trip,,,,,,2,%s,2,ok,,,,%.12f,,,,,,,,,,\n",
+            k ? "end" : "start", r->round_trip_ns[k] * 1e-9);
   for (int t = 0; t < r->thread_count; t++) {
     csv_stream(f, &r->bw_before[t], "start");
     csv_stream(f, &r->bw_after[t], "end");
