@@ -150,9 +150,9 @@ static int bench_shape_cases(const options *o, const bench_shape *s,
   io.moving_mean = malloc(s->channels * sizeof(float));
   io.moving_variance = malloc(s->channels * sizeof(float));
   float *dgamma_scale = malloc(s->channels * sizeof(float));
+  float *dbeta_scale = malloc(s->channels * sizeof(float));
   /* The bare loop's output (cold cases only; NULL: not timed). */
   float *bare_out = s->cold ? alloc_tensor(s->total) : NULL;
-  float *dbeta_scale = malloc(s->channels * sizeof(float));
   bench_bnorm *b = NULL;
   int failures = 0;
   if (!io.x || !io.dy || !io.gamma || !io.beta || !io.moving_mean ||
