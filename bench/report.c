@@ -208,10 +208,11 @@ void bench_report_print(FILE *out, const bench_report *r) {
   fprintf(out, "  run: %.0f s; other processes kept %.2f CPUs busy on average "
           "meanwhile, the hypervisor stole %.2f (both disturb the times)\n",
           r->seconds, r->others_cores, r->steal_cores);
-  fprintf(out, "  core-to-core round trip (a cache line between two threads): "
-          "%.0f ns at the start, %.0f ns at the end; it sets the cost of a "
-          "fork and join of two threads, which the 2-thread small rows pay\n",
-          r->round_trip_ns[0], r->round_trip_ns[1]);
+  if (r->round_trip_ns[0] > 0 && r->round_trip_ns[1] > 0)
+    fprintf(out, "  core-to-core round trip (a cache line between two "
+            "threads): %.0f ns at the start, %.0f ns at the end; it sets the "
+            "cost of a fork and join of two threads, which the 2-thread small "
+            "rows pay\n", r->round_trip_ns[0], r->round_trip_ns[1]);
   fprintf(out, "  cold: before every timed call the caches are scrubbed by "
           "reading a %zu MiB buffer (%.0fx LLC); warm: the operands stay "
           "cached, calls back to back\n",
