@@ -50,11 +50,15 @@
  *     relative to the magnitude of the operands, e.g. a moving mean that
  *     crosses 0).
  */
+/* mkstemp: the reader test's file is private to the process, as ctest -j
+ * runs this test once per SIMD level at the same time. */
+#define _POSIX_C_SOURCE 200809L
 #include <bnorm.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "golden.h"
 #include "harness.h"
@@ -487,10 +491,13 @@ static void test_reader_errors(void) {
     {"case a\nbehavior keras\nfused auto\nconfig {}\nbuild_shape -1 3\nfused_expected 0\n"
      "step 1\nshape 1 1\nx 1e999\n", "overflows"},
   };
-  const char *tmp = "golden_reader_test.tmp";
+  char tmp[] = "golden_reader_test_XXXXXX";
+  int fd = mkstemp(tmp);
+  if (!CHECKF(fd >= 0, "cannot create %s", tmp)) return;
+  close(fd);
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     FILE *f = fopen(tmp, "wb");
-    if (!CHECKF(f != NULL, "cannot write %s", tmp)) return;
+    if (!CHECKF(f != NULL, "cannot write %s", tmp)) break;
     fputs(bad[i].text, f);
     fclose(f);
     golden_file gf;
