@@ -19,8 +19,29 @@ enum {
    * and a half of fewer rows does not pay for the coefficients the second
    * thread must fetch (NC 32x1024 ran 2-4% slower split). */
   BN_SPLIT_ELEMENTS = 1 << 13,
-  BN_SPLIT_ROWS = 128
+  BN_SPLIT_ROWS = 128,
+  /* A chunk of a reduction is at least this many elements per double of
+   * the state it clears, fills and hands to the merge ((count, mean, m2)
+   * or two sums per statistic, and the moments' block buffers), so that
+   * the state is at most 1/32 of its traffic: rows of 1024 channels in
+   * chunks of 2^17 elements spent 15-20% of a cold moments pass on it. */
+  BN_CHUNK_ELEMENTS_PER_STATE = 64,
+  /* ... but chunks grow only while there are at least this many, so that
+   * a tensor of a few chunks still has one for each of several threads. */
+  BN_MIN_GROWN_CHUNKS = 8
 };
+
+/* The reduction a cut serves (the elementwise pass after it shares its
+ * cut, so that each thread keeps its share of the tensor). */
+typedef enum bn_reduction { BN_MOMENTS, BN_GRAD_SUMS } bn_reduction;
+
+/* Doubles of state a chunk of the moments keeps: count, mean and m2 per
+ * statistic, and when a row spans `length` statistics, two doubles and a
+ * float pivot per statistic of the row for its blocks. */
+static inline size_t bn_moments_state_doubles(size_t stats, size_t length,
+                                              size_t stat_step) {
+  return 3 * stats + (stat_step ? 3 * length : 0);
+}
 
 /* A contiguous piece of the tensor: `rows` rows of `length` elements from
  * `offset`, all with the same statistics. The first element's statistic is
@@ -39,7 +60,8 @@ typedef struct bn_cut {
   size_t length, stat_step, rows_per_run, rows, rows_per_chunk, chunks;
 } bn_cut;
 
-static inline void bn_cut_init(bn_cut *cut, const bn_layout *l) {
+static inline void bn_cut_init(bn_cut *cut, const bn_layout *l,
+                               bn_reduction reduction) {
   int inner = l->dims - 1;
   cut->layout = l;
   cut->length = (size_t)l->size[inner];
@@ -51,8 +73,21 @@ static inline void bn_cut_init(bn_cut *cut, const bn_layout *l) {
     cut->outer = inner - 1;
   }
   cut->rows = cut->length ? l->total / cut->length : 0;
+  size_t state = reduction == BN_MOMENTS
+                     ? bn_moments_state_doubles(l->stats, cut->length,
+                                                cut->stat_step)
+                     : 2 * l->stats;
+  size_t chunk_elements = BN_CHUNK_ELEMENTS;
+  if (state > chunk_elements / BN_CHUNK_ELEMENTS_PER_STATE) {
+    size_t wanted = state < SIZE_MAX / BN_CHUNK_ELEMENTS_PER_STATE
+                        ? state * BN_CHUNK_ELEMENTS_PER_STATE
+                        : SIZE_MAX;
+    size_t spread = l->total / BN_MIN_GROWN_CHUNKS;
+    if (wanted > spread) wanted = spread;
+    if (wanted > chunk_elements) chunk_elements = wanted;
+  }
   size_t per_chunk =
-      cut->length < BN_CHUNK_ELEMENTS ? BN_CHUNK_ELEMENTS / cut->length : 1;
+      cut->length < chunk_elements ? chunk_elements / cut->length : 1;
   if (cut->rows / per_chunk >= BN_MAX_CHUNKS)
     per_chunk = cut->rows / BN_MAX_CHUNKS + 1;
   cut->rows_per_chunk = per_chunk;
@@ -70,8 +105,9 @@ static inline void bn_cut_init(bn_cut *cut, const bn_layout *l) {
  * bookkeeping and merge cost one thread more (3-9% on 50 KB) than a second
  * thread saves (a fork, join and merge of the halves cost about 0.3 us on
  * this VM). */
-static inline void bn_cut_init_elementwise(bn_cut *cut, const bn_layout *l) {
-  bn_cut_init(cut, l);
+static inline void bn_cut_init_elementwise(bn_cut *cut, const bn_layout *l,
+                                           bn_reduction after) {
+  bn_cut_init(cut, l, after);
   if (cut->chunks == 1 && l->total >= BN_SPLIT_ELEMENTS &&
       cut->rows >= BN_SPLIT_ROWS && bn_thread_count() > 1) {
     cut->rows_per_chunk = (cut->rows + 1) / 2;
@@ -137,7 +173,7 @@ static inline void bn_merge_moments(double *count, double *mean, double *m2,
  * doubles per statistic of a row, and the SIMD kernels' float pivots). */
 static inline size_t bn_chunk_moments_doubles(const bn_layout *layout,
                                               const bn_cut *cut) {
-  return 3 * layout->stats + (cut->stat_step ? 3 * cut->length : 0);
+  return bn_moments_state_doubles(layout->stats, cut->length, cut->stat_step);
 }
 
 #endif

@@ -67,12 +67,12 @@ void bn_layout_init(bn_layout *layout, const int64_t *shape, int rank,
 
 size_t bn_op_moments_workspace(const bn_layout *layout) {
   bn_cut cut;
-  bn_cut_init(&cut, layout);
+  bn_cut_init(&cut, layout, BN_MOMENTS);
   return (cut.chunks ? cut.chunks : 1) * bn_chunk_moments_doubles(layout, &cut);
 }
 
 size_t bn_op_grad_sums_workspace(const bn_layout *layout) {
   bn_cut cut;
-  bn_cut_init(&cut, layout);
+  bn_cut_init(&cut, layout, BN_GRAD_SUMS);
   return (cut.chunks ? cut.chunks : 1) * 2 * layout->stats;
 }

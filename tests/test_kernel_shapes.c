@@ -178,6 +178,8 @@ int main(void) {
       {"NC 33x1100 (two strips)", 2, {33, 1100}, -1},
       {"NC 301x520 (wide: flushes, blocks, chunks)", 2, {301, 520}, -1},
       {"NC 9000x40 (blocks and chunks)", 2, {9000, 40}, -1},
+      /* Chunks grown for the per-statistic state of 520 channels. */
+      {"NC 2600x520 (wide: grown chunks)", 2, {2600, 520}, -1},
       {"NHWC 4x5x3x24", 4, {4, 5, 3, 24}, -1},
       {"NCHW 6x5x7x7 (short rows)", 4, {6, 5, 7, 7}, 1},
       {"NCHW 3x4x40x40", 4, {3, 4, 40, 40}, 1},

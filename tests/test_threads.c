@@ -100,6 +100,8 @@ int main(void) {
       {"NHWC", {16, 28, 28, 32}, 4, {-1, 0}, 1, 0},
       {"NCHW", {16, 32, 28, 28}, 4, {1, 0}, 1, 0},
       {"NC wide", {512, 1024}, 2, {-1, 0}, 1, 0},
+      /* Chunks grown for the per-statistic state of 1024 channels. */
+      {"NC wide, grown chunks", {1600, 1024}, 2, {-1, 0}, 1, 0},
       {"NHWC ghost", {16, 28, 28, 32}, 4, {-1, 0}, 1, 4},
       {"multi-axis", {8, 6, 40, 40, 3}, 5, {1, 4}, 2, 0},
       {"batch axis", {70000, 3}, 2, {0, 0}, 1, 0},
