@@ -1,8 +1,9 @@
 /* How the operators cut a tensor for threads (ops.c, ops_f64.c). A tensor
  * is cut into rows (its innermost dimension: one statistic, as in NCHW, or
  * consecutive statistics, as in NHWC), and the rows into chunks of about
- * BN_CHUNK_ELEMENTS elements. The reductions' cut depends only on the
- * layout; threads take whole chunks, reductions keep one partial result per
+ * BN_CHUNK_ELEMENTS elements, more where many statistics make a chunk's
+ * state large. The reductions' cut depends only on the layout and the
+ * reduction; threads take whole chunks, reductions keep one partial result per
  * chunk and combine them in chunk order, so results are bit-identical for
  * any number of threads. */
 #ifndef BNORM_OPS_CUT_H
