@@ -36,14 +36,6 @@ enum {
  * cut, so that each thread keeps its share of the tensor). */
 typedef enum bn_reduction { BN_MOMENTS, BN_GRAD_SUMS } bn_reduction;
 
-/* Doubles of state a chunk of the moments keeps: count, mean and m2 per
- * statistic, and when a row spans `length` statistics, two doubles and a
- * float pivot per statistic of the row for its blocks. */
-static inline size_t bn_moments_state_doubles(size_t stats, size_t length,
-                                              size_t stat_step) {
-  return 3 * stats + (stat_step ? 3 * length : 0);
-}
-
 /* A contiguous piece of the tensor: `rows` rows of `length` elements from
  * `offset`, all with the same statistics. The first element's statistic is
  * `stat`; along a row it advances by `stat_step` (0: the row reduces into one
@@ -61,6 +53,13 @@ typedef struct bn_cut {
   size_t length, stat_step, rows_per_run, rows, rows_per_chunk, chunks;
 } bn_cut;
 
+/* Per chunk: count, mean, m2 per statistic, and a block buffer (two
+ * doubles per statistic of a row, and the SIMD kernels' float pivots). */
+static inline size_t bn_chunk_moments_doubles(const bn_layout *layout,
+                                              const bn_cut *cut) {
+  return 3 * layout->stats + (cut->stat_step ? 3 * cut->length : 0);
+}
+
 static inline void bn_cut_init(bn_cut *cut, const bn_layout *l,
                                bn_reduction reduction) {
   int inner = l->dims - 1;
@@ -74,10 +73,8 @@ static inline void bn_cut_init(bn_cut *cut, const bn_layout *l,
     cut->outer = inner - 1;
   }
   cut->rows = cut->length ? l->total / cut->length : 0;
-  size_t state = reduction == BN_MOMENTS
-                     ? bn_moments_state_doubles(l->stats, cut->length,
-                                                cut->stat_step)
-                     : 2 * l->stats;
+  size_t state = reduction == BN_MOMENTS ? bn_chunk_moments_doubles(l, cut)
+                                         : 2 * l->stats;
   size_t chunk_elements = BN_CHUNK_ELEMENTS;
   if (state > chunk_elements / BN_CHUNK_ELEMENTS_PER_STATE) {
     size_t wanted = state < SIZE_MAX / BN_CHUNK_ELEMENTS_PER_STATE
@@ -168,13 +165,6 @@ static inline void bn_merge_moments(double *count, double *mean, double *m2,
   *mean += delta * (block_count / total);
   *m2 += block_m2 + delta * delta * (*count * block_count / total);
   *count = total;
-}
-
-/* Per chunk: count, mean, m2 per statistic, and a block buffer (two
- * doubles per statistic of a row, and the SIMD kernels' float pivots). */
-static inline size_t bn_chunk_moments_doubles(const bn_layout *layout,
-                                              const bn_cut *cut) {
-  return bn_moments_state_doubles(layout->stats, cut->length, cut->stat_step);
 }
 
 #endif

@@ -146,27 +146,28 @@ static void share_of(const job *j, int p, size_t *begin, size_t *end) {
   *end = j->tasks * (size_t)(p + 1) / (size_t)j->threads;
 }
 
-/* Thread p runs its share in the job's order, then takes the others'
- * unclaimed tasks from the end their owners reach last. */
-static void run_job(const job *j, int p) {
-  size_t begin, end;
-  share_of(j, p, &begin, &end);
+/* Runs tasks [begin, end) that no other thread took, from the end if
+ * `backward`. */
+static void run_untaken(const job *j, size_t begin, size_t end,
+                        bool backward) {
   for (size_t k = begin; k < end; k++) {
-    size_t task = j->last_first ? end - 1 - (k - begin) : k;
+    size_t task = backward ? end - 1 - (k - begin) : k;
     if (take(j->generation, task)) {
       j->fn(j->ctx, task);
       finish_task(j);
     }
   }
+}
+
+/* Thread p runs its share in the job's order, then takes the others'
+ * unclaimed tasks from the end their owners reach last. */
+static void run_job(const job *j, int p) {
+  size_t begin, end;
+  share_of(j, p, &begin, &end);
+  run_untaken(j, begin, end, j->last_first);
   for (int q = (p + 1) % j->threads; q != p; q = (q + 1) % j->threads) {
     share_of(j, q, &begin, &end);
-    for (size_t k = begin; k < end; k++) {
-      size_t task = j->last_first ? k : end - 1 - (k - begin);
-      if (take(j->generation, task)) {
-        j->fn(j->ctx, task);
-        finish_task(j);
-      }
-    }
+    run_untaken(j, begin, end, !j->last_first);
   }
 }
 
