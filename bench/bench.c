@@ -2,8 +2,9 @@
  * every pass (training forward, inference forward, backward) and every
  * thread count it checks oneDNN's and PyTorch's outputs against bnorm's,
  * then times bnorm (its public layer API), oneDNN (same process) and
- * PyTorch (torch_bench.py, a child process), measures the memory bandwidth
- * at the start and the end, and prints one table (and writes a CSV).
+ * PyTorch (torch_bench.py, a server in a child process) in the same
+ * interleaved rounds, measures the memory bandwidth at the start and the
+ * end, and prints one table (and writes a CSV).
  *
  *   bnorm-bench [--shapes FILE] [--threads 1,2] [--reps N] [--warmup N]
  *               [--min-rep-ms MS] [--csv FILE] [--no-torch]
@@ -128,15 +129,19 @@ static int run_dnnl(void *p) {
   return bench_dnnl_run(c->d, c->pass);
 }
 static int run_bare(void *p) { return bench_bare_run(p); }
+static int run_torch_block(void *p, int warmup, int count, double *seconds) {
+  return bench_torch_time(p, warmup, count, seconds);
+}
 
 static float *alloc_tensor(size_t n) {
   return aligned_alloc(4096, (n * sizeof(float) + 4095) & ~(size_t)4095);
 }
 
-/* One shape: bnorm and oneDNN, every thread count and pass. */
+/* One shape: bnorm, oneDNN and PyTorch (torch: NULL when not run), every
+ * thread count and pass. */
 static int bench_shape_cases(const options *o, const bench_shape *s,
                              size_t index, const char *workdir,
-                             bench_report *r) {
+                             bench_torch *torch, bench_report *r) {
   bench_io io;
   memset(&io, 0, sizeof io);
   io.shape = s;
@@ -188,7 +193,6 @@ static int bench_shape_cases(const options *o, const bench_shape *s,
       row->shape_index = index;
       row->pass = pass;
       row->thread_index = t;
-      row->others_torch = -1;
       bench_cell *cb = &row->cell[BENCH_IMPL_BNORM];
       bench_cell *cp = &row->cell[BENCH_IMPL_BNORM_PENDING];
       bench_cell *cd = &row->cell[BENCH_IMPL_DNNL];
@@ -230,31 +234,46 @@ static int bench_shape_cases(const options *o, const bench_shape *s,
                bench_pass_name(pass), bench_dnnl_impl_name(d, pass),
                cd->status, cd->err);
 
-      /* Time: bnorm, bnorm with pending updates (training), oneDNN, and
-       * on cold cases the bare loop. */
+      bench_cell *ct = &row->cell[BENCH_IMPL_TORCH];
+      int torch_calls = 0;
+      if (torch) {
+        ct->present = true;
+        ct->threads = threads;
+        bench_torch_case(torch, index, pass, threads, o->timing.min_rep_s,
+                         ct->status, sizeof ct->status, &ct->err, &torch_calls);
+        if (strcmp(ct->status, "ok") != 0) failures++;
+      }
+
+      /* Time: bnorm, bnorm with pending updates (training), oneDNN,
+       * PyTorch, and on cold cases the bare loop. */
       bench_bnorm_prepare(b, pass);
       bnorm_ctx c0 = {b, pass, false}, c1 = {b, pass, true};
       dnnl_ctx c2 = {d, pass};
       bench_bare c3 = {pass, io.x, io.dy, bare_out, s->total, threads};
-      bench_runner runners[4];
-      bench_cell *cells[4];
+      bench_runner runners[5];
+      bench_cell *cells[5];
       int n = 0;
-      runners[n] = (bench_runner){"bnorm", run_bnorm, &c0, {0}, 0};
+      runners[n] = (bench_runner){.name = "bnorm", .run = run_bnorm, .ctx = &c0};
       cells[n++] = cb;
       if (pass == BENCH_TRAIN) {
-        runners[n] = (bench_runner){"bnorm+pend", run_bnorm, &c1, {0}, 0};
+        runners[n] = (bench_runner){.name = "bnorm+pend", .run = run_bnorm, .ctx = &c1};
         cells[n++] = cp;
       }
       if (strcmp(cd->status, "ok") == 0) {
-        runners[n] = (bench_runner){"oneDNN", run_dnnl, &c2, {0}, 0};
+        runners[n] = (bench_runner){.name = "oneDNN", .run = run_dnnl, .ctx = &c2};
         cells[n++] = cd;
+      }
+      if (torch && strcmp(ct->status, "ok") == 0) {
+        runners[n] = (bench_runner){.name = "torch", .run_block = run_torch_block,
+                                    .block_calls = torch_calls, .ctx = torch};
+        cells[n++] = ct;
       }
       if (bare_out) {
         bench_cell *cx = &row->cell[BENCH_IMPL_BARE];
         cx->present = true;
         cx->threads = threads;
         snprintf(cx->status, sizeof cx->status, "ok");
-        runners[n] = (bench_runner){"bare", run_bare, &c3, {0}, 0};
+        runners[n] = (bench_runner){.name = "bare", .run = run_bare, .ctx = &c3};
         cells[n++] = cx;
       }
       bench_cpu before, after;
@@ -289,30 +308,6 @@ done:
   return failures;
 }
 
-static void merge_torch(bench_report *r, const bench_torch_row *rows,
-                        size_t count, int *failures) {
-  for (size_t i = 0; i < count; i++) {
-    const bench_torch_row *tr = &rows[i];
-    bool placed = false;
-    for (size_t k = 0; k < r->row_count; k++) {
-      bench_row *row = &r->rows[k];
-      if (row->shape_index != tr->shape_index || row->pass != tr->pass ||
-          r->threads[row->thread_index] != tr->threads)
-        continue;
-      bench_cell *c = &row->cell[BENCH_IMPL_TORCH];
-      c->present = true;
-      c->threads = tr->threads;
-      c->err = tr->err;
-      c->stats = tr->stats;
-      row->others_torch = tr->others;
-      snprintf(c->status, sizeof c->status, "%s", tr->status);
-      if (strcmp(c->status, "ok") != 0) (*failures)++;
-      placed = true;
-    }
-    if (!placed) (*failures)++;
-  }
-}
-
 /* Removes the files this run left in the work directory it created. */
 static void remove_workdir(const char *dir) {
   DIR *d = opendir(dir);
@@ -320,7 +315,7 @@ static void remove_workdir(const char *dir) {
     struct dirent *e;
     char path[4096];
     while ((e = readdir(d)))
-      if (!strncmp(e->d_name, "bnorm-s", 7) || !strncmp(e->d_name, "torch-", 6)) {
+      if (!strncmp(e->d_name, "bnorm-s", 7)) {
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
         unlink(path);
       }
@@ -403,8 +398,8 @@ int main(int argc, char **argv) {
     }
   }
 
-  /* --wait-idle is one budget for the whole run: before it starts, before
-   * each shape and before PyTorch, the run waits for an idle machine. */
+  /* --wait-idle is one budget for the whole run: before it starts and
+   * before each shape, the run waits for an idle machine. */
   double idle_deadline = bench_now() + o.wait_idle_s;
   wait_idle(idle_deadline);
   double started = bench_now();
@@ -427,29 +422,23 @@ int main(int argc, char **argv) {
   }
 
   int failures = 0;
-  for (size_t i = 0; i < shape_count; i++) {
-    wait_idle(idle_deadline);
-    failures += bench_shape_cases(&o, &shapes[i], i, workdir, &r);
-  }
-
+  bench_torch *torch = NULL;
   if (o.torch) {
-    bench_torch_row *rows = NULL;
-    size_t count = 0;
-    bench_torch_job job = {o.python, o.script, o.shapes, workdir, o.threads,
-                           o.thread_count, &o.timing, r.scrub_bytes, 1e-3, 0.99,
-                           idle_deadline - bench_now()};
-    wait_idle(idle_deadline);
-    printf("running PyTorch (%s %s) ...\n", o.python, o.script);
+    printf("starting PyTorch (%s %s) ...\n", o.python, o.script);
     fflush(stdout);
-    if (bench_torch_run(&job, &rows, &count, r.torch_version,
-                        sizeof r.torch_version, err, sizeof err) != 0) {
+    bench_torch_options to = {o.python, o.script, o.shapes, workdir,
+                              r.scrub_bytes, 1e-3, 0.99};
+    if (bench_torch_start(&to, &torch, r.torch_version,
+                          sizeof r.torch_version, err, sizeof err) != 0) {
       fprintf(stderr, "bnorm-bench: PyTorch: %s\n", err);
       failures++;
-    } else {
-      merge_torch(&r, rows, count, &failures);
     }
-    free(rows);
   }
+  for (size_t i = 0; i < shape_count; i++) {
+    wait_idle(idle_deadline);
+    failures += bench_shape_cases(&o, &shapes[i], i, workdir, torch, &r);
+  }
+  bench_torch_stop(torch);
   if (own_workdir) remove_workdir(workdir);
 
   printf("measuring memory bandwidth again ...\n");

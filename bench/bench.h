@@ -79,12 +79,21 @@ double bench_cpu_others(const bench_cpu *a, const bench_cpu *b, double wall);
  * 0.3 s (sleeps the rest); fills `after`. */
 double bench_cpu_others_since(const bench_cpu *before, double t0,
                               bench_cpu *after);
+/* A child process whose CPU time counts as this process's while it runs
+ * (the PyTorch server; 0: none). The kernel adds a child's time to
+ * RUSAGE_CHILDREN only once it has been waited for. */
+void bench_cpu_track_child(int pid);
 
 /* One thing to time: run() performs one call and returns 0 (or nonzero on
- * failure, which stops timing it). */
+ * failure, which stops timing it). An implementation that another process
+ * times gives run_block instead: it runs `warmup` untimed repetitions and
+ * `count` timed ones of block_calls calls each (scrubbing the caches
+ * before each when cold) and stores the seconds per call of each. */
 typedef struct bench_runner {
   const char *name;
   int (*run)(void *ctx);
+  int (*run_block)(void *ctx, int warmup, int count, double *seconds);
+  int block_calls;
   void *ctx;
   bench_stats stats; /* out */
   int failed;        /* out */
@@ -244,33 +253,34 @@ const char *bench_dnnl_impl_name(const bench_dnnl *d, bench_pass pass);
 const char *bench_dnnl_version(void);
 void bench_set_omp_threads(int threads);
 
-/* ---- peer_torch.c: PyTorch in a child process --------------------------- */
+/* ---- peer_torch.c: PyTorch, a server in a child process ----------------- */
 
-typedef struct bench_torch_row {
-  size_t shape_index;
-  bench_pass pass;
-  int threads;
-  char status[32]; /* ok, mismatch, error */
-  double err;
-  double others; /* CPUs other processes kept busy meanwhile */
-  bench_stats stats;
-} bench_torch_row;
+typedef struct bench_torch bench_torch;
 
-typedef struct bench_torch_job {
-  const char *python, *script, *shapes_path, *workdir;
-  const int *threads;
-  int thread_count;
-  const bench_timing *timing;
+typedef struct bench_torch_options {
+  const char *python, *script, *shapes_path;
+  const char *workdir; /* where bench_write_reference leaves bnorm's samples */
   size_t scrub_bytes;
   double epsilon, momentum;
-  double wait_idle_s; /* what is left of the budget for idle waits */
-} bench_torch_job;
+} bench_torch_options;
 
-/* Runs torch_bench.py (its stdout/stderr pass through) and reads its rows.
- * Returns 0, or -1 with a message in err. */
-int bench_torch_run(const bench_torch_job *job, bench_torch_row **rows,
-                    size_t *count, char *version, size_t version_len,
-                    char *err, size_t errlen);
+/* Starts torch_bench.py (its stdout and stderr pass through) and waits
+ * until it has imported PyTorch. Returns 0, or -1 with a message in err. */
+int bench_torch_start(const bench_torch_options *o, bench_torch **out,
+                      char *version, size_t version_len, char *err,
+                      size_t errlen);
+/* Makes a case PyTorch's current one: it builds the shape's inputs, runs
+ * the pass with `threads` threads and compares its output with bnorm's
+ * samples. status: ok, mismatch or error; err: the error as compare.c
+ * measures it; calls: per repetition (warm: enough for min_rep_s).
+ * Returns -1 when the server does not answer (then status is "error"). */
+int bench_torch_case(bench_torch *t, size_t shape_index, bench_pass pass,
+                     int threads, double min_rep_s, char *status,
+                     size_t status_len, double *err, int *calls);
+/* Times the current case: `warmup` untimed repetitions, then `count`
+ * timed ones, seconds per call of each. Returns 0, or -1. */
+int bench_torch_time(bench_torch *t, int warmup, int count, double *seconds);
+void bench_torch_stop(bench_torch *t); /* NULL: nothing */
 
 #endif
 
@@ -300,9 +310,8 @@ typedef struct bench_row {
   size_t shape_index;
   bench_pass pass;
   int thread_index; /* into bench_report.threads */
-  /* CPUs other processes kept busy while bnorm and oneDNN were timed, and
-   * while PyTorch was timed (-1: not measured). */
-  double others, others_torch;
+  /* CPUs other processes kept busy while the row was timed. */
+  double others;
   bench_cell cell[BENCH_IMPL_COUNT];
 } bench_row;
 

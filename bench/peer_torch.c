@@ -1,135 +1,182 @@
-/* PyTorch as a peer: torch_bench.py runs in a child process on the same
- * shapes (it regenerates the same inputs), checks its outputs against the
- * samples of bnorm's that bench_write_reference left in the work directory
- * before timing, and writes one CSV row per case, read back here. */
+/* PyTorch as a peer: torch_bench.py runs as a server in a child process
+ * for the whole run, and bnorm-bench sends it one request per line over a
+ * pipe (the protocol is in torch_bench.py's docstring). It checks its
+ * outputs against the samples of bnorm's that bench_write_reference left
+ * in the work directory, and times blocks of repetitions when asked, so
+ * that PyTorch takes its turn in the same rounds as bnorm and oneDNN. */
 #define _POSIX_C_SOURCE 200809L
 #include "bench.h"
 
 #include <errno.h>
+#include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-static int run_child(char *const argv[], char *err, size_t errlen) {
-  fflush(stdout);
-  fflush(stderr);
-  pid_t pid = fork();
-  if (pid < 0) {
-    snprintf(err, errlen, "fork: %s", strerror(errno));
+struct bench_torch {
+  pid_t pid;
+  FILE *commands; /* to the server */
+  FILE *replies;  /* from it */
+  char *line;     /* the last reply */
+  size_t line_cap;
+  bool gone;      /* a request failed: the server is not asked again */
+};
+
+static int spawn(bench_torch *t, const bench_torch_options *o, char *err,
+                 size_t errlen) {
+  int commands[2], replies[2];
+  if (pipe(commands) != 0) {
+    snprintf(err, errlen, "pipe: %s", strerror(errno));
     return -1;
   }
-  if (pid == 0) {
+  if (pipe(replies) != 0) {
+    snprintf(err, errlen, "pipe: %s", strerror(errno));
+    close(commands[0]);
+    close(commands[1]);
+    return -1;
+  }
+  char command_fd[16], reply_fd[16], scrub[32], eps[32], momentum[32],
+      tol_y[32], tol_dx[32], tol_p[32];
+  snprintf(command_fd, sizeof command_fd, "%d", commands[0]);
+  snprintf(reply_fd, sizeof reply_fd, "%d", replies[1]);
+  snprintf(scrub, sizeof scrub, "%zu", o->scrub_bytes);
+  snprintf(eps, sizeof eps, "%.17g", o->epsilon);
+  snprintf(momentum, sizeof momentum, "%.17g", o->momentum);
+  snprintf(tol_y, sizeof tol_y, "%.17g", BENCH_TOL_Y);
+  snprintf(tol_dx, sizeof tol_dx, "%.17g", BENCH_TOL_DX);
+  snprintf(tol_p, sizeof tol_p, "%.17g", BENCH_TOL_PARAM);
+  char *const argv[] = {
+      (char *)o->python, (char *)o->script,
+      "--shapes", (char *)o->shapes_path, "--workdir", (char *)o->workdir,
+      "--command-fd", command_fd, "--reply-fd", reply_fd,
+      "--scrub-bytes", scrub, "--epsilon", eps, "--momentum", momentum,
+      "--tol-y", tol_y, "--tol-dx", tol_dx, "--tol-param", tol_p, NULL};
+  fflush(stdout);
+  fflush(stderr);
+  t->pid = fork();
+  if (t->pid < 0) {
+    snprintf(err, errlen, "fork: %s", strerror(errno));
+    for (int i = 0; i < 2; i++) {
+      close(commands[i]);
+      close(replies[i]);
+    }
+    return -1;
+  }
+  if (t->pid == 0) {
+    /* The server must not hold the parent's ends: it would never see the
+     * end of its command pipe. */
+    close(commands[1]);
+    close(replies[0]);
     execvp(argv[0], argv);
     fprintf(stderr, "bnorm-bench: cannot run %s: %s\n", argv[0],
             strerror(errno));
     _exit(127);
   }
+  close(commands[0]);
+  close(replies[1]);
+  t->commands = fdopen(commands[1], "w");
+  t->replies = fdopen(replies[0], "r");
+  if (!t->commands || !t->replies) {
+    snprintf(err, errlen, "fdopen: %s", strerror(errno));
+    if (t->commands) fclose(t->commands); else close(commands[1]);
+    if (t->replies) fclose(t->replies); else close(replies[0]);
+    t->commands = t->replies = NULL;
+    return -1;
+  }
+  return 0;
+}
+
+/* Reads one reply line into t->line (without its newline). */
+static int read_reply(bench_torch *t) {
+  ssize_t n = getline(&t->line, &t->line_cap, t->replies);
+  if (n <= 0) {
+    t->gone = true;
+    return -1;
+  }
+  t->line[strcspn(t->line, "\n")] = '\0';
+  return 0;
+}
+
+static int request(bench_torch *t, const char *command) {
+  if (t->gone) return -1;
+  if (fprintf(t->commands, "%s\n", command) < 0 || fflush(t->commands) != 0) {
+    t->gone = true;
+    return -1;
+  }
+  return read_reply(t);
+}
+
+int bench_torch_start(const bench_torch_options *o, bench_torch **out,
+                      char *version, size_t version_len, char *err,
+                      size_t errlen) {
+  *out = NULL;
+  /* A server that dies makes writes fail with EPIPE instead of killing
+   * the benchmark. */
+  signal(SIGPIPE, SIG_IGN);
+  bench_torch *t = calloc(1, sizeof *t);
+  if (!t) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  if (spawn(t, o, err, errlen) != 0) {
+    free(t);
+    return -1;
+  }
+  bench_cpu_track_child(t->pid);
+  if (read_reply(t) != 0 || strncmp(t->line, "hello ", 6) != 0) {
+    snprintf(err, errlen, "%s %s did not start (see its messages above)",
+             o->python, o->script);
+    bench_torch_stop(t);
+    return -1;
+  }
+  snprintf(version, version_len, "%s", t->line + 6);
+  *out = t;
+  return 0;
+}
+
+int bench_torch_case(bench_torch *t, size_t shape_index, bench_pass pass,
+                     int threads, double min_rep_s, char *status,
+                     size_t status_len, double *err, int *calls) {
+  char command[128];
+  snprintf(command, sizeof command, "case %zu %s %d %.9g", shape_index,
+           bench_pass_name(pass), threads, min_rep_s);
+  char word[32];
+  snprintf(status, status_len, "error");
+  *err = NAN;
+  *calls = 0;
+  if (request(t, command) != 0 ||
+      sscanf(t->line, "%31s %lf %d", word, err, calls) != 3)
+    return -1;
+  snprintf(status, status_len, "%s", word);
+  return 0;
+}
+
+int bench_torch_time(bench_torch *t, int warmup, int count, double *seconds) {
+  char command[64];
+  snprintf(command, sizeof command, "time %d %d", warmup, count);
+  if (request(t, command) != 0 || strncmp(t->line, "ok", 2) != 0) return -1;
+  const char *p = t->line + 2;
+  for (int i = 0; i < count; i++) {
+    char *end;
+    seconds[i] = strtod(p, &end);
+    if (end == p || !(seconds[i] > 0)) return -1;
+    p = end;
+  }
+  return 0;
+}
+
+void bench_torch_stop(bench_torch *t) {
+  if (!t) return;
+  /* The end of the command pipe ends the server. */
+  if (t->commands) fclose(t->commands);
+  if (t->replies) fclose(t->replies);
   int status;
-  while (waitpid(pid, &status, 0) < 0)
-    if (errno != EINTR) {
-      snprintf(err, errlen, "waitpid: %s", strerror(errno));
-      return -1;
-    }
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    snprintf(err, errlen, "%s %s exited with status %d", argv[0], argv[1],
-             WIFEXITED(status) ? WEXITSTATUS(status) : -1);
-    return -1;
+  while (waitpid(t->pid, &status, 0) < 0 && errno == EINTR) {
   }
-  return 0;
-}
-
-static int parse_pass(const char *name, bench_pass *pass) {
-  for (int p = 0; p < BENCH_PASS_COUNT; p++)
-    if (strcmp(name, bench_pass_name((bench_pass)p)) == 0) {
-      *pass = (bench_pass)p;
-      return 0;
-    }
-  return -1;
-}
-
-static int read_rows(const char *path, bench_torch_row **rows, size_t *count,
-                     char *err, size_t errlen) {
-  FILE *f = fopen(path, "r");
-  if (!f) {
-    snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
-    return -1;
-  }
-  char line[512];
-  size_t cap = 0;
-  *rows = NULL;
-  *count = 0;
-  int number = 0;
-  while (fgets(line, sizeof line, f)) {
-    if (number++ == 0) continue; /* header */
-    bench_torch_row r;
-    memset(&r, 0, sizeof r);
-    char pass[16];
-    if (sscanf(line, "%zu,%15[^,],%d,%31[^,],%lf,%d,%d,%lf,%lf,%lf,%lf",
-               &r.shape_index, pass, &r.threads, r.status, &r.err,
-               &r.stats.reps, &r.stats.calls_per_rep, &r.stats.median,
-               &r.stats.min, &r.stats.max, &r.others) != 11 ||
-        parse_pass(pass, &r.pass) != 0) {
-      snprintf(err, errlen, "%s:%d: malformed row", path, number);
-      fclose(f);
-      free(*rows);
-      return -1;
-    }
-    if (*count == cap) {
-      cap = cap ? 2 * cap : 64;
-      bench_torch_row *grown = realloc(*rows, cap * sizeof *grown);
-      if (!grown) {
-        fclose(f);
-        free(*rows);
-        snprintf(err, errlen, "out of memory");
-        return -1;
-      }
-      *rows = grown;
-    }
-    (*rows)[(*count)++] = r;
-  }
-  fclose(f);
-  return 0;
-}
-
-int bench_torch_run(const bench_torch_job *job, bench_torch_row **rows,
-                    size_t *count, char *version, size_t version_len,
-                    char *err, size_t errlen) {
-  char threads[64] = "", reps[16], warmup[16], min_rep[32], scrub[32], eps[32],
-       momentum[32], tol_y[32], tol_dx[32], tol_p[32], wait[32];
-  for (int i = 0; i < job->thread_count; i++)
-    snprintf(threads + strlen(threads), sizeof threads - strlen(threads),
-             "%s%d", i ? "," : "", job->threads[i]);
-  snprintf(reps, sizeof reps, "%d", job->timing->reps);
-  snprintf(warmup, sizeof warmup, "%d", job->timing->warmup);
-  snprintf(min_rep, sizeof min_rep, "%.17g", job->timing->min_rep_s);
-  snprintf(scrub, sizeof scrub, "%zu", job->scrub_bytes);
-  snprintf(eps, sizeof eps, "%.17g", job->epsilon);
-  snprintf(momentum, sizeof momentum, "%.17g", job->momentum);
-  snprintf(tol_y, sizeof tol_y, "%.17g", BENCH_TOL_Y);
-  snprintf(tol_dx, sizeof tol_dx, "%.17g", BENCH_TOL_DX);
-  snprintf(tol_p, sizeof tol_p, "%.17g", BENCH_TOL_PARAM);
-  snprintf(wait, sizeof wait, "%.3f", job->wait_idle_s > 0 ? job->wait_idle_s : 0.0);
-  char *const argv[] = {
-      (char *)job->python, (char *)job->script,
-      "--shapes", (char *)job->shapes_path, "--workdir", (char *)job->workdir,
-      "--threads", threads, "--reps", reps, "--warmup", warmup,
-      "--min-rep-s", min_rep, "--scrub-bytes", scrub, "--epsilon", eps,
-      "--momentum", momentum, "--tol-y", tol_y, "--tol-dx", tol_dx,
-      "--tol-param", tol_p, "--wait-idle", wait,
-      NULL};
-  if (run_child(argv, err, errlen) != 0) return -1;
-
-  char path[4096];
-  snprintf(path, sizeof path, "%s/torch-version.txt", job->workdir);
-  FILE *f = fopen(path, "r");
-  version[0] = '\0';
-  if (f) {
-    if (fgets(version, (int)version_len, f))
-      version[strcspn(version, "\r\n")] = '\0';
-    fclose(f);
-  }
-  snprintf(path, sizeof path, "%s/torch-results.csv", job->workdir);
-  return read_rows(path, rows, count, err, errlen);
+  bench_cpu_track_child(0);
+  free(t->line);
+  free(t);
 }

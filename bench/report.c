@@ -24,12 +24,6 @@ static int best_peer(const bench_row *row) {
   return best;
 }
 
-/* CPUs other processes kept busy while the row was timed (the C side and
- * PyTorch's, whichever was worse). */
-static double row_busy(const bench_row *row) {
-  return fmax(row->others, row->others_torch);
-}
-
 static size_t tensor_bytes(const bench_report *r, const bench_row *row) {
   return r->shapes[row->shape_index].total * sizeof(float);
 }
@@ -185,7 +179,7 @@ static void print_summary(FILE *out, const bench_report *r) {
             "%s\n", small_min, small_max, small_min >= 3 ? "MET" : "NOT MET");
   int noisy = 0;
   for (size_t i = 0; i < r->row_count; i++)
-    noisy += row_busy(&r->rows[i]) > BENCH_BUSY_LIMIT;
+    noisy += r->rows[i].others > BENCH_BUSY_LIMIT;
   if (noisy)
     fprintf(out, "  %d of %zu rows (marked !) were timed while other "
             "processes kept > %.2f CPUs busy: their times, the 2-thread ones "
@@ -278,7 +272,7 @@ void bench_report_print(FILE *out, const bench_report *r) {
         snprintf(speed, sizeof speed, "%.2fx",
                  pc->stats.median / bc->stats.median);
     }
-    double busy = row_busy(row);
+    double busy = row->others;
     fprintf(out, "%-18s %-5s %3d | %s %s | %s %s | %6s %4s | %s %4s | %-11s "
             "| %-8s | %.1f%s\n", s->name, bench_pass_name(row->pass),
             r->threads[row->thread_index], b, p, d, t, gbps, pct, bare,

@@ -110,7 +110,8 @@ void bench_time_runners(bench_runner *runners, int count, bool cold,
   for (int r = 0; r < count; r++) {
     calls[r] = 1;
     runners[r].failed = 0;
-    if (cold) continue;
+    if (runners[r].run_block) calls[r] = runners[r].block_calls;
+    if (cold || runners[r].run_block) continue;
     double t0 = bench_now();
     if (runners[r].run(runners[r].ctx) != 0) {
       runners[r].failed = 1;
@@ -137,6 +138,12 @@ void bench_time_runners(bench_runner *runners, int count, bool cold,
                                  (long)(fmod(timing->settle_s, 1.0) * 1e9)};
         nanosleep(&pause, NULL);
       }
+      double *block_samples = samples + (size_t)r * (size_t)reps + (size_t)first;
+      if (R->run_block) {
+        if (R->run_block(R->ctx, timing->warmup, in_block, block_samples) != 0)
+          R->failed = 1;
+        continue;
+      }
       for (int rep = -timing->warmup; rep < in_block && !R->failed; rep++) {
         if (cold) bench_scrub();
         double t0 = bench_now();
@@ -146,7 +153,7 @@ void bench_time_runners(bench_runner *runners, int count, bool cold,
             break;
           }
         double t = (bench_now() - t0) / calls[r];
-        if (rep >= 0) samples[(size_t)r * (size_t)reps + (size_t)(first + rep)] = t;
+        if (rep >= 0) block_samples[rep] = t;
       }
     }
   }
@@ -158,6 +165,29 @@ void bench_time_runners(bench_runner *runners, int count, bool cold,
   }
   free(samples);
   free(calls);
+}
+
+static int tracked_child;
+
+void bench_cpu_track_child(int pid) { tracked_child = pid; }
+
+/* utime + stime of a live process, from /proc/PID/stat; 0 if unreadable. */
+static double process_cpu_seconds(int pid) {
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, "/proc/%d/stat", pid);
+  FILE *f = fopen(path, "r");
+  if (!f) return 0;
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  /* The command name, in parentheses, may hold spaces: count fields from
+   * the last ')'. utime and stime are fields 14 and 15. */
+  const char *p = strrchr(buf, ')');
+  unsigned long utime, stime;
+  if (!p || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
+                   &utime, &stime) != 2)
+    return 0;
+  return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
 }
 
 void bench_cpu_read(bench_cpu *c) {
@@ -181,6 +211,7 @@ void bench_cpu_read(bench_cpu *c) {
                                 &children.ru_utime, &children.ru_stime};
   for (int i = 0; i < 4; i++)
     c->own += (double)tv[i]->tv_sec + 1e-6 * (double)tv[i]->tv_usec;
+  if (tracked_child > 0) c->own += process_cpu_seconds(tracked_child);
 }
 
 double bench_cpu_others(const bench_cpu *a, const bench_cpu *b, double wall) {

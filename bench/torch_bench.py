@@ -1,20 +1,32 @@
 """PyTorch peer of bnorm-bench (run by it; Debian's /usr/bin/python3 with
 python3-torch).
 
-For every shape of the shapes file it rebuilds bnorm-bench's inputs (same
-recipe as bench/data.c: splitmix64, exact binary fractions), runs
-torch.nn.functional.batch_norm (training and inference forward) and
-aten::native_batch_norm_backward (the kernel autograd calls for backward),
-checks the outputs against the samples of bnorm's outputs that bnorm-bench
-wrote to --workdir, and only then times them, with torch.set_num_threads(n).
-NHWC tensors are used as channels_last NCHW views (no copies). Cold cases
-read a --scrub-bytes buffer before every timed call, as bnorm-bench does.
-Writes <workdir>/torch-results.csv and <workdir>/torch-version.txt.
+A server: bnorm-bench starts it once and sends it one line per request
+over the --command-fd pipe, and it answers one line per request on
+--reply-fd, so that PyTorch is timed in the same rounds as bnorm and
+oneDNN (bench_time_runners in timing.c):
+
+  hello VERSION                 (sent once, at the start)
+  case INDEX PASS THREADS MIN_REP_S  ->  STATUS ERR CALLS
+      rebuilds bnorm-bench's inputs of shape INDEX of the shapes file (same
+      recipe as bench/data.c: splitmix64, exact binary fractions), runs the
+      pass with torch.set_num_threads(THREADS) and checks its output against
+      the samples of bnorm's outputs that bnorm-bench wrote to --workdir.
+      STATUS: ok, mismatch or error; CALLS: calls per repetition (warm
+      shapes: enough for MIN_REP_S seconds; cold: 1).
+  time WARMUP COUNT  ->  ok SECONDS...
+      times the last case that was ok: WARMUP untimed repetitions, then
+      COUNT timed ones (cold shapes read a --scrub-bytes buffer before
+      each); the seconds per call of each timed one.
+
+The passes: torch.nn.functional.batch_norm (training and inference
+forward) and aten::native_batch_norm_backward (the kernel autograd calls
+for backward). NHWC tensors are channels_last NCHW views (no copies).
+Messages go to stderr; the server ends at the end of the command pipe.
 """
 
 import argparse
 import os
-import statistics
 import sys
 import time
 
@@ -162,39 +174,6 @@ def check(case, index, pass_name, out, args):
     return worst, ok
 
 
-def cpu_clock():
-    """(machine busy CPU seconds, this process's CPU seconds), as
-    bench_cpu_read() in timing.c."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:9]]
-    hz = os.sysconf("SC_CLK_TCK")
-    t = os.times()
-    own = t.user + t.system + t.children_user + t.children_system
-    return (v[0] + v[1] + v[2] + v[5] + v[6]) / hz, own
-
-
-def wait_idle(deadline):
-    """As bnorm-bench's wait_idle(): until other processes keep < 0.25 CPU
-    busy for 2 seconds in a row, or time.monotonic() passes deadline."""
-    quiet, told, others = 0, False, 0.0
-    while time.monotonic() < deadline:
-        b0, o0 = cpu_clock()
-        time.sleep(1.0)
-        b1, o1 = cpu_clock()
-        others = (b1 - b0) - (o1 - o0)
-        quiet = quiet + 1 if others < 0.25 else 0
-        if quiet == 2:
-            if told:
-                print("  the machine is idle; going on", flush=True)
-            return
-        if not told and not quiet:
-            print("  other processes keep %.2f CPUs busy; waiting up to %.0f s"
-                  " ..." % (others, deadline - time.monotonic()), flush=True)
-            told = True
-    if told:
-        print("  still busy (%.2f CPUs); going on" % others, flush=True)
-
-
 class Scrubber:
     def __init__(self, nbytes):
         self.buf = torch.ones(max(nbytes // 4, 1), dtype=torch.float32)
@@ -204,96 +183,108 @@ class Scrubber:
         self.buf[:: self.stride].sum().item()
 
 
-def time_call(fn, cold, args, scrub):
-    calls = 1
-    if not cold:
-        t0 = time.perf_counter()
-        fn()
-        once = time.perf_counter() - t0
-        if 0 < once < args.min_rep_s:
-            calls = min(100000, int(-(-args.min_rep_s // once)))
-    samples = []
-    for rep in range(args.warmup + args.reps):
-        if cold:
-            scrub()
-        t0 = time.perf_counter()
-        for _ in range(calls):
+class Server:
+    """Serves bnorm-bench's requests, one case at a time, so that PyTorch is
+    timed in the same rounds as bnorm and oneDNN."""
+
+    def __init__(self, args):
+        self.args = args
+        self.shapes = read_shapes(args.shapes)
+        self.scrub = Scrubber(args.scrub_bytes)
+        self.index, self.case, self.runs = None, None, None
+        self.fn, self.cold, self.calls = None, False, 1
+
+    def case_command(self, index, pass_name, threads, min_rep_s):
+        """Builds the shape's inputs (when the shape changes), checks
+        PyTorch's output of the pass against bnorm's samples and finds the
+        calls per repetition. Reply: "STATUS ERR CALLS"."""
+        if not 0 <= index < len(self.shapes) or pass_name not in PASSES:
+            return "error nan 0"
+        layout, dims, cold = self.shapes[index]
+        if index != self.index:
+            self.case = self.runs = None  # free the last shape's tensors
+            self.case = Case(index, layout, dims)
+            self.runs = make_runs(self.case, self.args.epsilon,
+                                  self.args.momentum)
+            self.index = index
+        torch.set_num_threads(threads)
+        self.fn, self.cold, self.calls = None, cold, 1
+        fn = self.runs[pass_name]
+        name = "%s %s %s" % (layout, "x".join(map(str, dims)), pass_name)
+        try:
+            err, ok = check(self.case, index, pass_name, fn(), self.args)
+        except Exception as e:  # report, keep serving
+            print("torch_bench: %s: %s" % (name, e), file=sys.stderr)
+            return "error nan 0"
+        if not ok:
+            print("torch_bench: %s: PyTorch differs from bnorm (max rel err "
+                  "%.3g)" % (name, err), file=sys.stderr)
+            return "mismatch %.6g 0" % err
+        if not cold:
+            t0 = time.perf_counter()
             fn()
-        t = (time.perf_counter() - t0) / calls
-        if rep >= args.warmup:
-            samples.append(t)
-    return calls, statistics.median(samples), min(samples), max(samples)
+            once = time.perf_counter() - t0
+            if 0 < once < min_rep_s:
+                self.calls = min(100000, int(-(-min_rep_s // once)))
+        self.fn = fn
+        return "ok %.6g %d" % (err, self.calls)
+
+    def time_command(self, warmup, count):
+        """warmup untimed repetitions, then count timed ones, as
+        bench_time_runners() times a block. Reply: "ok" and the seconds per
+        call of each timed repetition."""
+        if self.fn is None:
+            return "error"
+        fn, calls, samples = self.fn, self.calls, []
+        for rep in range(warmup + count):
+            if self.cold:
+                self.scrub()
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            t = (time.perf_counter() - t0) / calls
+            if rep >= warmup:
+                samples.append("%.9e" % t)
+        return "ok " + " ".join(samples)
+
+    def serve(self, commands, replies):
+        replies.write("hello %s (%s)\n" % (torch.__version__, sys.executable))
+        replies.flush()
+        for line in commands:
+            word = line.split()
+            try:
+                if word[:1] == ["case"] and len(word) == 5:
+                    reply = self.case_command(int(word[1]), word[2],
+                                              int(word[3]), float(word[4]))
+                elif word[:1] == ["time"] and len(word) == 3:
+                    reply = self.time_command(int(word[1]), int(word[2]))
+                else:
+                    raise ValueError("unknown command")
+            except ValueError as e:
+                print("torch_bench: %r: %s" % (line, e), file=sys.stderr)
+                reply = "error"
+            replies.write(reply + "\n")
+            replies.flush()
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--shapes", required=True)
     p.add_argument("--workdir", required=True)
-    p.add_argument("--threads", default="1,2")
-    p.add_argument("--reps", type=int, default=15)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--min-rep-s", type=float, default=2e-3)
+    p.add_argument("--command-fd", type=int, required=True)
+    p.add_argument("--reply-fd", type=int, required=True)
     p.add_argument("--scrub-bytes", type=int, default=96 << 20)
     p.add_argument("--epsilon", type=float, default=1e-3)
     p.add_argument("--momentum", type=float, default=0.99)
     p.add_argument("--tol-y", type=float, default=1e-4)
     p.add_argument("--tol-dx", type=float, default=1e-3)
     p.add_argument("--tol-param", type=float, default=1e-4)
-    p.add_argument("--wait-idle", type=float, default=0.0,
-                   help="seconds, in all, to wait for an idle machine")
     args = p.parse_args()
-
-    threads = [int(t) for t in args.threads.split(",")]
-    scrub = Scrubber(args.scrub_bytes)
-    with open(os.path.join(args.workdir, "torch-version.txt"), "w") as f:
-        f.write("%s (%s)\n" % (torch.__version__, sys.executable))
-    rows = []
     torch.set_grad_enabled(False)
-    idle_deadline = time.monotonic() + args.wait_idle
-    for index, (layout, dims, cold) in enumerate(read_shapes(args.shapes)):
-        if index:
-            wait_idle(idle_deadline)
-        case = Case(index, layout, dims)
-        runs = make_runs(case, args.epsilon, args.momentum)
-        name = "%s %s" % (layout, "x".join(map(str, dims)))
-        for n in threads:
-            torch.set_num_threads(n)
-            for pass_name in PASSES:
-                fn = runs[pass_name]
-                try:
-                    err, ok = check(case, index, pass_name, fn(), args)
-                except Exception as e:  # report, keep going
-                    print("torch_bench: %s %s: %s" % (name, pass_name, e),
-                          file=sys.stderr)
-                    rows.append((index, pass_name, n, "error", float("nan"),
-                                 0, 0, 0.0, 0.0, 0.0, 0.0))
-                    continue
-                if not ok:
-                    print("torch_bench: %s %s: PyTorch differs from bnorm "
-                          "(max rel err %.3g)" % (name, pass_name, err),
-                          file=sys.stderr)
-                    rows.append((index, pass_name, n, "mismatch", err,
-                                 0, 0, 0.0, 0.0, 0.0, 0.0))
-                    continue
-                busy0, own0 = cpu_clock()
-                t0 = time.perf_counter()
-                calls, med, lo, hi = time_call(fn, cold, args, scrub)
-                # 10 ms ticks: stretch short windows to 0.3 s, as timing.c
-                time.sleep(max(0.0, 0.3 - (time.perf_counter() - t0)))
-                busy1, own1 = cpu_clock()
-                others = max(0.0, (busy1 - busy0) - (own1 - own0))
-                others /= max(time.perf_counter() - t0, 1e-9)
-                others = min(others, os.cpu_count() or 1)  # ticks: coarse
-                rows.append((index, pass_name, n, "ok", err, args.reps, calls,
-                             med, lo, hi, others))
-                print("  %-18s %-5s %d thread%s timed (PyTorch)"
-                      % (name, pass_name, n, "" if n == 1 else "s"), flush=True)
-        del runs, case
-    with open(os.path.join(args.workdir, "torch-results.csv"), "w") as f:
-        f.write("shape_index,pass,threads,status,err,reps,calls_per_rep,"
-                "median_s,min_s,max_s,others_cpus\n")
-        for r in rows:
-            f.write("%d,%s,%d,%s,%.6g,%d,%d,%.9f,%.9f,%.9f,%.3f\n" % r)
+    server = Server(args)
+    with os.fdopen(args.command_fd, "r") as commands, \
+            os.fdopen(args.reply_fd, "w") as replies:
+        server.serve(commands, replies)
     return 0
 
 
