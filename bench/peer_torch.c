@@ -9,12 +9,17 @@
 
 #include <errno.h>
 #include <math.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+/* The longest a request may take: importing PyTorch, or timing a block of
+ * the slowest case, takes seconds; a server silent this long has hung. */
+enum { REPLY_TIMEOUT_MS = 300 * 1000 };
 
 struct bench_torch {
   pid_t pid;
@@ -89,8 +94,20 @@ static int spawn(bench_torch *t, const bench_torch_options *o, char *err,
   return 0;
 }
 
-/* Reads one reply line into t->line (without its newline). */
+/* Reads one reply line into t->line (without its newline). Each request
+ * has one reply line, so the stream's buffer is empty while one is
+ * awaited, and poll on its descriptor sees what getline would wait for. */
 static int read_reply(bench_torch *t) {
+  struct pollfd ready = {fileno(t->replies), POLLIN, 0};
+  int polled;
+  while ((polled = poll(&ready, 1, REPLY_TIMEOUT_MS)) < 0 && errno == EINTR) {
+  }
+  if (polled <= 0) {
+    fprintf(stderr, "bnorm-bench: PyTorch did not answer within %d s; "
+            "stopping it\n", REPLY_TIMEOUT_MS / 1000);
+    t->gone = true;
+    return -1;
+  }
   ssize_t n = getline(&t->line, &t->line_cap, t->replies);
   if (n <= 0) {
     t->gone = true;
@@ -170,7 +187,9 @@ int bench_torch_time(bench_torch *t, int warmup, int count, double *seconds) {
 
 void bench_torch_stop(bench_torch *t) {
   if (!t) return;
-  /* The end of the command pipe ends the server. */
+  /* The end of the command pipe ends a server that works; one that failed
+   * a request may hang or ignore it. */
+  if (t->gone) kill(t->pid, SIGKILL);
   if (t->commands) fclose(t->commands);
   if (t->replies) fclose(t->replies);
   int status;
