@@ -1,4 +1,5 @@
 /* The shapes file: one case per line, "LAYOUT AxBxC... [cold|warm]". */
+#define _POSIX_C_SOURCE 200809L /* strtok_r */
 #include "bench.h"
 
 #include <ctype.h>
