@@ -176,6 +176,8 @@ int main(void) {
       {"NC 70x67 (wide with a tail)", 2, {70, 67}, -1},
       {"NC 37x520 (wide)", 2, {37, 520}, -1},
       {"NC 33x1100 (two strips)", 2, {33, 1100}, -1},
+      /* Rows past WIDE: chunks of 119 rows, blocks of 64 + 55. */
+      {"NC 400x1100 (two strips, 64-row blocks)", 2, {400, 1100}, -1},
       {"NC 301x520 (wide: flushes, blocks, chunks)", 2, {301, 520}, -1},
       {"NC 9000x40 (blocks and chunks)", 2, {9000, 40}, -1},
       /* Chunks grown for the per-statistic state of 520 channels. */
