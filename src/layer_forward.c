@@ -131,10 +131,10 @@ static bool reserve_saved(bnorm_saved *saved, size_t stats, size_t channels) {
  * inlined: as calls into libm they cost more than the rest of a channel's
  * renorm correction. */
 static inline double max_of(double a, double b) {
-  return a != a ? b : (b != b ? a : (a > b ? a : b));
+  return isnan(a) ? b : isnan(b) ? a : a > b ? a : b;
 }
 static inline double min_of(double a, double b) {
-  return a != a ? b : (b != b ? a : (a < b ? a : b));
+  return isnan(a) ? b : isnan(b) ? a : a < b ? a : b;
 }
 
 /* Batch Renormalization's correction (tf_keras _renorm_correction_and_moments)
