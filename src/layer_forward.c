@@ -137,10 +137,37 @@ static inline double min_of(double a, double b) {
   return isnan(a) ? b : isnan(b) ? a : a < b ? a : b;
 }
 
+/* renorm_correction's loop over channels, for variables of one dtype
+ * (float32 ones given as mean32/stddev32, float64 ones as mean64/stddev64):
+ * restrict and inlined with a constant `single`, so that it vectorizes. */
+static inline void renorm_correction_loop(
+    size_t n, bool single, double floor, double rmin, double rmax,
+    double dmax, const double *restrict mean, const double *restrict stddev,
+    const float *restrict mean32, const float *restrict stddev32,
+    const double *restrict mean64, const double *restrict stddev64,
+    double *restrict r, double *restrict d) {
+  for (size_t i = 0; i < n; i++) {
+    double sd = single ? (double)stddev32[i] : stddev64[i];
+    double mu = single ? (double)mean32[i] : mean64[i];
+    double sigma = sd > floor ? sd : floor;
+    double ri = stddev[i] / sigma, di = mean[i] - mu;
+    if (single) {
+      ri = (double)(float)ri;
+      di = (double)(float)((double)(float)di / sigma);
+    } else {
+      di = di / sigma;
+    }
+    r[i] = min_of(max_of(ri, rmin), rmax);
+    d[i] = min_of(max_of(di, -dmax), dmax);
+  }
+}
+
 /* Batch Renormalization's correction (tf_keras _renorm_correction_and_moments)
  * from the pre-update renorm averages, in the layer's dtype as TensorFlow
- * computes it. The variables and clipping bounds are looked up once, so
- * that the loop over channels vectorizes. */
+ * computes it. A missing clipping key is a NaN bound, which max_of and
+ * min_of ignore: with no test per key and the renorm variables looked up
+ * once (a renorm layer always has them), the loop over channels
+ * vectorizes. */
 BN_VECTORIZED static void renorm_correction(const bnorm_layer *layer,
                                             const double *mean,
                                             const double *stddev, double *r,
@@ -150,23 +177,19 @@ BN_VECTORIZED static void renorm_correction(const bnorm_layer *layer,
   double floor = bn_round(t, sqrt(layer->epsilon));
   const void *renorm_stddev = bn_var(layer, BN_VAR_RENORM_STDDEV);
   const void *renorm_mean = bn_var(layer, BN_VAR_RENORM_MEAN);
-  bool has_rmin = c->renorm_clipping_has_rmin,
-       has_rmax = c->renorm_clipping_has_rmax,
-       has_dmax = c->renorm_clipping_has_dmax;
-  double rmin = bn_round(t, c->renorm_clipping_rmin),
-         rmax = bn_round(t, c->renorm_clipping_rmax),
-         dmax = bn_round(t, c->renorm_clipping_dmax);
-  for (size_t i = 0; i < layer->channels; i++) {
-    double sd = renorm_stddev ? bn_load(renorm_stddev, t, i) : 1.0;
-    double mu = renorm_mean ? bn_load(renorm_mean, t, i) : 0.0;
-    double sigma = sd > floor ? sd : floor;
-    double ri = bn_round(t, stddev[i] / sigma);
-    double di = bn_round(t, bn_round(t, mean[i] - mu) / sigma);
-    if (has_rmin) ri = max_of(ri, rmin);
-    if (has_rmax) ri = min_of(ri, rmax);
-    if (has_dmax) di = min_of(max_of(di, -dmax), dmax);
-    r[i] = ri;
-    d[i] = di;
+  double rmin = c->renorm_clipping_has_rmin
+                    ? bn_round(t, c->renorm_clipping_rmin) : NAN;
+  double rmax = c->renorm_clipping_has_rmax
+                    ? bn_round(t, c->renorm_clipping_rmax) : NAN;
+  double dmax = c->renorm_clipping_has_dmax
+                    ? bn_round(t, c->renorm_clipping_dmax) : NAN;
+  size_t n = layer->channels;
+  if (t == BNORM_FLOAT64) {
+    renorm_correction_loop(n, false, floor, rmin, rmax, dmax, mean, stddev,
+                           NULL, NULL, renorm_mean, renorm_stddev, r, d);
+  } else {
+    renorm_correction_loop(n, true, floor, rmin, rmax, dmax, mean, stddev,
+                           renorm_mean, renorm_stddev, NULL, NULL, r, d);
   }
 }
 
