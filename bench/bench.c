@@ -133,10 +133,6 @@ static int run_torch_block(void *p, int warmup, int count, double *seconds) {
   return bench_torch_time(p, warmup, count, seconds);
 }
 
-static float *alloc_tensor(size_t n) {
-  return aligned_alloc(4096, (n * sizeof(float) + 4095) & ~(size_t)4095);
-}
-
 /* One shape: bnorm, oneDNN and PyTorch (torch: NULL when not run), every
  * thread count and pass. */
 static int bench_shape_cases(const options *o, const bench_shape *s,
@@ -148,8 +144,8 @@ static int bench_shape_cases(const options *o, const bench_shape *s,
   io.index = index;
   io.epsilon = 1e-3; /* Keras' default */
   io.momentum = 0.99;
-  io.x = alloc_tensor(s->total);
-  io.dy = alloc_tensor(s->total);
+  io.x = bench_alloc_tensor(s->total);
+  io.dy = bench_alloc_tensor(s->total);
   io.gamma = malloc(s->channels * sizeof(float));
   io.beta = malloc(s->channels * sizeof(float));
   io.moving_mean = malloc(s->channels * sizeof(float));
@@ -157,7 +153,7 @@ static int bench_shape_cases(const options *o, const bench_shape *s,
   float *dgamma_scale = malloc(s->channels * sizeof(float));
   float *dbeta_scale = malloc(s->channels * sizeof(float));
   /* The bare loop's output (cold cases only; NULL: not timed). */
-  float *bare_out = s->cold ? alloc_tensor(s->total) : NULL;
+  float *bare_out = s->cold ? bench_alloc_tensor(s->total) : NULL;
   bench_bnorm *b = NULL;
   int failures = 0;
   if (!io.x || !io.dy || !io.gamma || !io.beta || !io.moving_mean ||

@@ -41,6 +41,9 @@ uint64_t bench_seed(size_t shape_index, int what);
 void bench_fill_tensor(float *x, size_t n, uint64_t seed);
 /* Per-channel parameter values, p in [0, 1) plus `base`. */
 void bench_fill_param(float *p, size_t n, uint64_t seed, float base);
+/* A tensor of n floats aligned to 4096 bytes, zeroed (its pages touched
+ * outside any timed call); free() releases it. NULL when out of memory. */
+float *bench_alloc_tensor(size_t n);
 /* Output samples exchanged with torch_bench.py: elements 0, stride, 2*stride
  * ... of the tensor in memory order. */
 size_t bench_sample_stride(size_t total);
@@ -56,6 +59,7 @@ typedef struct bench_stats {
   double median, min, max; /* seconds per call */
 } bench_stats;
 
+void bench_sort(double *values, int n); /* ascending */
 void bench_stats_of(double *samples, int n, bench_stats *out); /* sorts */
 
 /* Last-level cache size: sysfs cpu0 index3, else sysconf, else 32 MiB;

@@ -2,6 +2,9 @@
  * numpy; every value is an exact binary fraction, so both get equal bits. */
 #include "bench.h"
 
+#include <stdlib.h>
+#include <string.h>
+
 uint64_t bench_seed(size_t shape_index, int what) {
   return 1000u * (uint64_t)(shape_index + 1) + (uint64_t)what;
 }
@@ -31,4 +34,11 @@ size_t bench_sample_stride(size_t total) { return (total / 65536) | 1; }
 size_t bench_sample_count(size_t total) {
   size_t stride = bench_sample_stride(total);
   return (total + stride - 1) / stride;
+}
+
+float *bench_alloc_tensor(size_t n) {
+  size_t bytes = (n * sizeof(float) + 4095) & ~(size_t)4095;
+  float *p = aligned_alloc(4096, bytes ? bytes : 4096);
+  if (p) memset(p, 0, bytes);
+  return p;
 }

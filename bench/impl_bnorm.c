@@ -52,17 +52,14 @@ int bench_bnorm_create(const bench_io *io, bench_bnorm **out) {
   cfg.epsilon = io->epsilon;
   cfg.momentum = io->momentum;
   for (int i = 0; i < s->rank; i++) b->shape[i] = s->dims[i];
-  size_t bytes = (s->total * sizeof(float) + 4095) & ~(size_t)4095;
-  b->y = aligned_alloc(4096, bytes);
-  b->dx = aligned_alloc(4096, bytes);
+  b->y = bench_alloc_tensor(s->total);
+  b->dx = bench_alloc_tensor(s->total);
   b->dgamma = calloc(s->channels, sizeof(float));
   b->dbeta = calloc(s->channels, sizeof(float));
   if (!b->y || !b->dx || !b->dgamma || !b->dbeta) {
     bench_bnorm_destroy(b);
     return -1;
   }
-  memset(b->y, 0, bytes); /* first touch outside the timed calls */
-  memset(b->dx, 0, bytes);
   if (bnorm_layer_create(&cfg, &b->layer) != BNORM_OK ||
       bnorm_layer_build(b->layer, b->shape, s->rank) != BNORM_OK ||
       bnorm_saved_create(&b->saved) != BNORM_OK ||

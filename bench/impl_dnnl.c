@@ -71,10 +71,9 @@ int bench_dnnl_create(const bench_io *io, bench_dnnl **out, char *err,
     return -1;
   }
   d->io = io;
-  size_t bytes = (s->total * sizeof(float) + 4095) & ~(size_t)4095;
   size_t cbytes = s->channels * sizeof(float);
-  d->y = aligned_alloc(4096, bytes);
-  d->dx = aligned_alloc(4096, bytes);
+  d->y = bench_alloc_tensor(s->total);
+  d->dx = bench_alloc_tensor(s->total);
   d->mean = calloc(1, cbytes);
   d->variance = calloc(1, cbytes);
   d->dgamma = calloc(1, cbytes);
@@ -84,8 +83,6 @@ int bench_dnnl_create(const bench_io *io, bench_dnnl **out, char *err,
     bench_dnnl_destroy(d);
     return -1;
   }
-  memset(d->y, 0, bytes);
-  memset(d->dx, 0, bytes);
 
   /* oneDNN's logical order is N, C, spatial...; strides place it in memory. */
   dnnl_dims_t dims, strides, cdims = {(dnnl_dim_t)s->channels}, cstrides = {1};

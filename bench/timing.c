@@ -22,13 +22,17 @@ static int cmp_double(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
+void bench_sort(double *values, int n) {
+  if (n > 1) qsort(values, (size_t)n, sizeof *values, cmp_double);
+}
+
 void bench_stats_of(double *samples, int n, bench_stats *out) {
   out->reps = n;
   if (n <= 0) {
     out->median = out->min = out->max = NAN;
     return;
   }
-  qsort(samples, (size_t)n, sizeof *samples, cmp_double);
+  bench_sort(samples, n);
   out->min = samples[0];
   out->max = samples[n - 1];
   out->median = n % 2 ? samples[n / 2]

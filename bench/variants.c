@@ -125,11 +125,6 @@ static double run_timed(const subject *s, const tensors *t, bench_pass pass,
   return (bench_now() - t0) / calls;
 }
 
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
 /* Times `variant` against `plain`; prints one line. */
 static int compare(const subject *plain, const subject *variant,
                    const char *name, const tensors *t, bench_pass pass,
@@ -157,9 +152,8 @@ static int compare(const subject *plain, const subject *variant,
   }
   for (int pair = 0; pair < pairs; pair++)
     ratio[pair] = times[1][pair] / times[0][pair];
-  for (int k = 0; k < 2; k++)
-    qsort(times[k], (size_t)pairs, sizeof(double), cmp_double);
-  qsort(ratio, (size_t)pairs, sizeof(double), cmp_double);
+  for (int k = 0; k < 2; k++) bench_sort(times[k], pairs);
+  bench_sort(ratio, pairs);
   printf("%-18s %-5s %3d  %-8s %10.1f %10.1f   %.3f [%.3f %.3f]\n",
          t->shape->name, bench_pass_name(pass), threads, name,
          times[0][pairs / 2] * 1e6, times[1][pairs / 2] * 1e6,
@@ -168,23 +162,16 @@ static int compare(const subject *plain, const subject *variant,
   return 0;
 }
 
-static float *tensor(size_t n) {
-  size_t bytes = (n * sizeof(float) + 4095) / 4096 * 4096;
-  float *p = aligned_alloc(4096, bytes);
-  if (p) memset(p, 0, bytes);
-  return p;
-}
-
 static int shape_cases(const bench_shape *sh, size_t index,
                        const int *thread_list, int thread_count, int pairs) {
   tensors t = {.shape = sh};
   for (int d = 0; d < sh->rank; d++) t.dims[d] = sh->dims[d];
-  t.x = tensor(sh->total);
-  t.dy = tensor(sh->total);
-  t.y = tensor(sh->total);
-  t.dx = tensor(sh->total);
-  t.dgamma = tensor(sh->channels);
-  t.dbeta = tensor(sh->channels);
+  t.x = bench_alloc_tensor(sh->total);
+  t.dy = bench_alloc_tensor(sh->total);
+  t.y = bench_alloc_tensor(sh->total);
+  t.dx = bench_alloc_tensor(sh->total);
+  t.dgamma = bench_alloc_tensor(sh->channels);
+  t.dbeta = bench_alloc_tensor(sh->channels);
   int failures = 0;
   if (!t.x || !t.dy || !t.y || !t.dx || !t.dgamma || !t.dbeta) {
     fprintf(stderr, "bnorm-variants: %s: out of memory\n", sh->name);
