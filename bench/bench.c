@@ -10,6 +10,7 @@
  *               [--min-rep-ms MS] [--csv FILE] [--no-torch]
  *               [--python PATH] [--torch-script PATH] [--workdir DIR]
  *               [--llc-mib N] [--stream-mib N] [--wait-idle SECONDS]
+ *               [--huge-pages]
  *
  * Exit status: 0 when every peer matched bnorm and nothing failed. */
 #define _GNU_SOURCE /* mkdtemp */
@@ -33,7 +34,7 @@ typedef struct options {
   const char *shapes, *csv, *python, *script, *workdir;
   int threads[4], thread_count;
   bench_timing timing;
-  bool torch;
+  bool torch, huge_pages;
   size_t llc_mib, stream_mib;
   double wait_idle_s;
 } options;
@@ -46,7 +47,7 @@ static void usage(void) {
           "[--python PATH]\n"
           "                   [--torch-script PATH] [--workdir DIR] "
           "[--llc-mib N] [--stream-mib N]\n"
-          "                   [--wait-idle SECONDS]\n");
+          "                   [--wait-idle SECONDS] [--huge-pages]\n");
 }
 
 static int parse_options(int argc, char **argv, options *o) {
@@ -91,6 +92,9 @@ static int parse_options(int argc, char **argv, options *o) {
       }
     } else if (!strcmp(a, "--no-torch")) {
       o->torch = false;
+      takes = false;
+    } else if (!strcmp(a, "--huge-pages")) {
+      o->huge_pages = true;
       takes = false;
     } else return -1;
     if (takes) i++;
@@ -163,6 +167,8 @@ static int bench_shape_cases(const options *o, const bench_shape *s,
     failures = 1;
     goto done;
   }
+  size_t huge = bench_huge_page_bytes();
+  if (huge > r->huge_page_bytes) r->huge_page_bytes = huge;
   bench_fill_tensor(io.x, s->total, bench_seed(index, BENCH_SEED_X));
   bench_fill_tensor(io.dy, s->total, bench_seed(index, BENCH_SEED_DY));
   bench_fill_param(io.gamma, s->channels, bench_seed(index, BENCH_SEED_GAMMA), 0.5f);
@@ -355,8 +361,10 @@ int main(int argc, char **argv) {
     usage();
     return 2;
   }
+  bench_set_huge_pages(o.huge_pages);
   static bench_shape shapes[BENCH_MAX_SHAPES];
   static bench_report r;
+  r.huge_pages = o.huge_pages;
   size_t shape_count;
   char err[512];
   if (bench_shapes_load(o.shapes, shapes, BENCH_MAX_SHAPES, &shape_count, err,
@@ -423,7 +431,7 @@ int main(int argc, char **argv) {
     printf("starting PyTorch (%s %s) ...\n", o.python, o.script);
     fflush(stdout);
     bench_torch_options to = {o.python, o.script, o.shapes, workdir,
-                              r.scrub_bytes, 1e-3, 0.99};
+                              r.scrub_bytes, 1e-3, 0.99, o.huge_pages};
     if (bench_torch_start(&to, &torch, r.torch_version,
                           sizeof r.torch_version, err, sizeof err) != 0) {
       fprintf(stderr, "bnorm-bench: PyTorch: %s\n", err);

@@ -41,9 +41,21 @@ uint64_t bench_seed(size_t shape_index, int what);
 void bench_fill_tensor(float *x, size_t n, uint64_t seed);
 /* Per-channel parameter values, p in [0, 1) plus `base`. */
 void bench_fill_param(float *p, size_t n, uint64_t seed, float base);
-/* A tensor of n floats aligned to 4096 bytes, zeroed (its pages touched
+/* A tensor of n floats from bench_alloc_pages, zeroed (its pages touched
  * outside any timed call); free() releases it. NULL when out of memory. */
 float *bench_alloc_tensor(size_t n);
+/* Zeroed memory aligned to its pages, for every array a case or STREAM
+ * moves: the tensors (bnorm's, oneDNN's, the bare loops') and STREAM's
+ * arrays. By default the pages are what the system gives (4 KiB where
+ * transparent huge pages are "madvise", as on the benchmark's machine);
+ * after bench_set_huge_pages(true) they are 2 MiB (MADV_HUGEPAGE), which
+ * spares a cold call of a tensor of tens of MB most of its page walks. */
+void *bench_alloc_pages(size_t bytes);
+void bench_set_huge_pages(bool on);
+bool bench_huge_pages(void);
+/* Bytes of this process's memory on transparent huge pages now (0 where
+ * /proc does not tell): what the kernel granted of the requests. */
+size_t bench_huge_page_bytes(void);
 /* Output samples exchanged with torch_bench.py: elements 0, stride, 2*stride
  * ... of the tensor in memory order. */
 size_t bench_sample_stride(size_t total);
@@ -266,6 +278,7 @@ typedef struct bench_torch_options {
   const char *workdir; /* where bench_write_reference leaves bnorm's samples */
   size_t scrub_bytes;
   double epsilon, momentum;
+  bool huge_pages; /* its inputs on 2 MiB pages, as bench_alloc_pages */
 } bench_torch_options;
 
 /* Starts torch_bench.py (its stdout and stderr pass through) and waits
@@ -330,6 +343,9 @@ typedef struct bench_report {
                                                        bw: best, the floor's */
   bench_timing timing;
   size_t llc_bytes, scrub_bytes;
+  bool huge_pages;     /* --huge-pages: arrays on 2 MiB pages */
+  size_t huge_page_bytes; /* the most of them seen in use, after a shape's
+                             tensors were allocated */
   double seconds;      /* the run's wall time */
   double others_cores; /* mean CPUs busy with other processes during it */
   double steal_cores;  /* mean CPUs taken by the hypervisor (steal) */

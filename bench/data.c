@@ -1,9 +1,12 @@
 /* Deterministic inputs. torch_bench.py implements the same recipe with
  * numpy; every value is an exact binary fraction, so both get equal bits. */
+#define _DEFAULT_SOURCE /* madvise */
 #include "bench.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 uint64_t bench_seed(size_t shape_index, int what) {
   return 1000u * (uint64_t)(shape_index + 1) + (uint64_t)what;
@@ -36,9 +39,35 @@ size_t bench_sample_count(size_t total) {
   return (total + stride - 1) / stride;
 }
 
-float *bench_alloc_tensor(size_t n) {
-  size_t bytes = (n * sizeof(float) + 4095) & ~(size_t)4095;
-  float *p = aligned_alloc(4096, bytes ? bytes : 4096);
-  if (p) memset(p, 0, bytes);
+static bool huge_pages;
+
+void bench_set_huge_pages(bool on) { huge_pages = on; }
+
+bool bench_huge_pages(void) { return huge_pages; }
+
+void *bench_alloc_pages(size_t bytes) {
+  size_t page = huge_pages ? (size_t)2 << 20 : 4096;
+  bytes = (bytes + page - 1) & ~(page - 1);
+  void *p = aligned_alloc(page, bytes ? bytes : page);
+  if (!p) return NULL;
+  /* Before the first touch: the kernel picks a page's size when it
+   * faults it in. */
+  if (huge_pages) madvise(p, bytes ? bytes : page, MADV_HUGEPAGE);
+  memset(p, 0, bytes);
   return p;
+}
+
+size_t bench_huge_page_bytes(void) {
+  FILE *f = fopen("/proc/self/smaps_rollup", "r");
+  if (!f) return 0;
+  char line[256];
+  unsigned long long kib = 0;
+  while (fgets(line, sizeof line, f))
+    if (sscanf(line, "AnonHugePages: %llu kB", &kib) == 1) break;
+  fclose(f);
+  return (size_t)kib << 10;
+}
+
+float *bench_alloc_tensor(size_t n) {
+  return bench_alloc_pages(n * sizeof(float));
 }

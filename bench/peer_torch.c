@@ -58,7 +58,8 @@ static int spawn(bench_torch *t, const bench_torch_options *o, char *err,
       "--shapes", (char *)o->shapes_path, "--workdir", (char *)o->workdir,
       "--command-fd", command_fd, "--reply-fd", reply_fd,
       "--scrub-bytes", scrub, "--epsilon", eps, "--momentum", momentum,
-      "--tol-y", tol_y, "--tol-dx", tol_dx, "--tol-param", tol_p, NULL};
+      "--tol-y", tol_y, "--tol-dx", tol_dx, "--tol-param", tol_p,
+      "--pages", o->huge_pages ? "huge" : "system", NULL};
   fflush(stdout);
   fflush(stderr);
   t->pid = fork();

@@ -211,6 +211,15 @@ void bench_report_print(FILE *out, const bench_report *r) {
           "reading a %zu MiB buffer (%.0fx LLC); warm: the operands stay "
           "cached, calls back to back\n",
           r->scrub_bytes >> 20, (double)r->scrub_bytes / (double)r->llc_bytes);
+  fprintf(out, "  pages: %s; at most %zu MiB of bnorm-bench's memory was on "
+          "huge pages\n",
+          r->huge_pages
+              ? "2 MiB (--huge-pages) for bnorm's, oneDNN's and the bare "
+                "loops' tensors, STREAM's arrays and PyTorch's inputs; "
+                "PyTorch's outputs are on the pages its allocator gets"
+              : "what the system gives every implementation (no madvise; "
+                "PyTorch's inputs too)",
+          r->huge_page_bytes >> 20);
   fprintf(out, "  times: median of %d repetitions (warm: a repetition "
           "repeats the call to last >= %.1f ms), taken in %d rounds; in each "
           "round every implementation runs %d untimed warm-up repetitions "
@@ -297,6 +306,8 @@ int bench_report_csv(const char *path, const bench_report *r) {
           "status,max_rel_err,reps,calls_per_rep,median_s,min_s,max_s,bytes,"
           "gbps,floor_s,floor_pct,best_peer,speedup_vs_best_peer,gbps_min,"
           "gbps_max\n");
+  fprintf(f, "pages,,,,,,,%s,,ok,,,,,,,,,,,,,,\n",
+          r->huge_pages ? "2MiB" : "system");
   for (int k = 0; k < 2; k++)
     fprintf(f, "round-trip,,,,,,2,%s,2,ok,,,,%.12f,,,,,,,,,,\n",
             k ? "end" : "start", r->round_trip_ns[k] * 1e-9);

@@ -100,15 +100,16 @@ int bench_stream_measure(int threads, size_t array_bytes, int reps,
   size_t n = array_bytes / sizeof(float);
   n &= ~(size_t)1023;
   size_t bytes = n * sizeof(float);
-  float *a = aligned_alloc(4096, bytes), *b = aligned_alloc(4096, bytes),
-        *c = aligned_alloc(4096, bytes);
+  float *a = bench_alloc_pages(bytes), *b = bench_alloc_pages(bytes),
+        *c = bench_alloc_pages(bytes);
   double *samples = malloc((size_t)(reps > 0 ? reps : 1) * sizeof *samples);
   if (!a || !b || !c || !samples || reps < 1) {
     free(a); free(b); free(c); free(samples);
     return -1;
   }
   long long m = (long long)n;
-  /* First touch by the threads that will use the pages. */
+  /* The pages are in (bench_alloc_pages touched them); this warms them
+   * for the threads that use them. */
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (long long i = 0; i < m; i++) {
     a[i] = 1.0f;

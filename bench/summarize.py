@@ -19,14 +19,18 @@ import sys
 
 
 def load(path):
-    rows = {}
+    """The run's ok cases by (shape, pass, threads), and its pages ("system"
+    or "2MiB"; runs from before --huge-pages have no such row)."""
+    rows, pages = {}, "system"
     with open(path, newline="") as f:
         for r in csv.DictReader(f):
+            if r["kind"] == "pages":
+                pages = r["impl"]
             if r["kind"] != "case" or r["status"] != "ok":
                 continue
             key = (r["shape"], r["pass"], int(r["threads"]))
             rows.setdefault(key, {})[r["impl"]] = r
-    return rows
+    return rows, pages
 
 
 def num(text):
@@ -41,10 +45,15 @@ def fmt_time(seconds):
 
 
 def main(paths):
-    runs = [load(p) for p in paths]
+    loaded = [load(p) for p in paths]
+    runs = [rows for rows, _ in loaded]
+    pages = sorted({p for _, p in loaded})
+    if len(pages) > 1:
+        sys.exit("summarize.py: the runs' pages differ (%s); summarize "
+                 "runs with --huge-pages apart" % ", ".join(pages))
     keys = [k for k in runs[0] if all(k in r for r in runs)]
-    print("bnorm-bench summary: median over %d runs (%s)" %
-          (len(runs), ", ".join(paths)))
+    print("bnorm-bench summary: median over %d runs (%s); pages: %s" %
+          (len(runs), ", ".join(paths), pages[0]))
     print("%-18s %-5s %3s | %9s %9s %9s | %5s | %9s %5s | %-7s %-22s" %
           ("case", "pass", "thr", "bnorm", "oneDNN", "torch", "%fl", "bare",
            "%fl", "vs best", "per run"))

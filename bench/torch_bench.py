@@ -39,6 +39,18 @@ SEED_X, SEED_DY, SEED_GAMMA, SEED_BETA, SEED_MEAN, SEED_VAR = range(1, 7)
 M64 = np.uint64
 
 
+def set_pages(pages):
+    """numpy asks for 2 MiB pages (MADV_HUGEPAGE) for its large arrays by
+    default, and this server's inputs are numpy arrays, while bnorm-bench's C
+    side takes the pages the system gives: a cold call reads x several
+    percent faster from huge pages, so PyTorch would be timed on other
+    pages than bnorm and oneDNN. numpy asks only with --pages huge, as
+    bnorm-bench's --huge-pages does for its own arrays."""
+    setter = getattr(np.core.multiarray, "_set_madvise_hugepage", None)
+    if setter is not None:
+        setter(pages == "huge")
+
+
 def read_shapes(path):
     shapes = []
     with open(path) as f:
@@ -279,7 +291,9 @@ def main():
     p.add_argument("--tol-y", type=float, default=1e-4)
     p.add_argument("--tol-dx", type=float, default=1e-3)
     p.add_argument("--tol-param", type=float, default=1e-4)
+    p.add_argument("--pages", choices=("system", "huge"), default="system")
     args = p.parse_args()
+    set_pages(args.pages)
     torch.set_grad_enabled(False)
     server = Server(args)
     with os.fdopen(args.command_fd, "r") as commands, \
