@@ -52,7 +52,6 @@ float *bench_alloc_tensor(size_t n);
  * spares a cold call of a tensor of tens of MB most of its page walks. */
 void *bench_alloc_pages(size_t bytes);
 void bench_set_huge_pages(bool on);
-bool bench_huge_pages(void);
 /* Bytes of this process's memory on transparent huge pages now (0 where
  * /proc does not tell): what the kernel granted of the requests. */
 size_t bench_huge_page_bytes(void);

@@ -43,16 +43,14 @@ static bool huge_pages;
 
 void bench_set_huge_pages(bool on) { huge_pages = on; }
 
-bool bench_huge_pages(void) { return huge_pages; }
-
 void *bench_alloc_pages(size_t bytes) {
   size_t page = huge_pages ? (size_t)2 << 20 : 4096;
-  bytes = (bytes + page - 1) & ~(page - 1);
-  void *p = aligned_alloc(page, bytes ? bytes : page);
+  bytes = bytes ? (bytes + page - 1) & ~(page - 1) : page;
+  void *p = aligned_alloc(page, bytes);
   if (!p) return NULL;
   /* Before the first touch: the kernel picks a page's size when it
    * faults it in. */
-  if (huge_pages) madvise(p, bytes ? bytes : page, MADV_HUGEPAGE);
+  if (huge_pages) madvise(p, bytes, MADV_HUGEPAGE);
   memset(p, 0, bytes);
   return p;
 }
