@@ -60,8 +60,9 @@ static inline size_t bn_chunk_moments_doubles(const bn_layout *layout,
   return 3 * layout->stats + (cut->stat_step ? 3 * cut->length : 0);
 }
 
-static inline void bn_cut_init(bn_cut *cut, const bn_layout *l,
-                               bn_reduction reduction) {
+/* The cut into chunks alone, before any split in halves. */
+static inline void bn_cut_init_whole(bn_cut *cut, const bn_layout *l,
+                                     bn_reduction reduction) {
   int inner = l->dims - 1;
   cut->layout = l;
   cut->length = (size_t)l->size[inner];
@@ -92,25 +93,41 @@ static inline void bn_cut_init(bn_cut *cut, const bn_layout *l,
   cut->chunks = (cut->rows + per_chunk - 1) / per_chunk;
 }
 
+/* Whether a tensor of one chunk goes in two halves (see below). */
+static inline bool bn_cut_splits(const bn_cut *cut) {
+  return cut->chunks == 1 && cut->layout->total >= BN_SPLIT_ELEMENTS &&
+         cut->rows >= BN_SPLIT_ROWS;
+}
+
+static inline void bn_cut_split(bn_cut *cut) {
+  cut->rows_per_chunk = (cut->rows + 1) / 2;
+  cut->chunks = 2;
+}
+
+/* The cut of a reduction. Its results depend on the cut, which therefore
+ * never depends on the thread count. The gradient sums split a tensor of
+ * one chunk in halves for any number of threads: their state is two sums
+ * per statistic, so a second chunk costs one thread about 2% on 50 KB,
+ * while two threads then each read their half of x and dy in both passes
+ * of the backward call, in their own caches (12-17% faster on 50 KB). The
+ * moments keep one chunk: a second chunk's blocks, pivots and merge cost
+ * one thread 3-9% on 50 KB, and two threads gained nothing from it. */
+static inline void bn_cut_init(bn_cut *cut, const bn_layout *l,
+                               bn_reduction reduction) {
+  bn_cut_init_whole(cut, l, reduction);
+  if (reduction == BN_GRAD_SUMS && bn_cut_splits(cut)) bn_cut_split(cut);
+}
+
 /* The cut of the elementwise passes (normalize, grad_input), where a
- * tensor of one chunk goes in two halves when there is more than one
- * thread, so that two threads share it: one thread streams all of it
+ * tensor of one chunk goes in the same two halves when there is more than
+ * one thread, so that two threads share it: one thread streams all of it
  * through its L2 at about 32 bytes a cycle, two stream half each. Their
- * results do not depend on the cut, so it may depend on the thread count
- * (one thread gains nothing from halves and pays 2-4% for them). The
- * reductions keep a single chunk there: their results depend on the cut,
- * which must therefore not depend on the thread count, and a second chunk's
- * bookkeeping and merge cost one thread more (3-9% on 50 KB) than a second
- * thread saves (a fork, join and merge of the halves cost about 0.3 us on
- * this VM). */
+ * results do not depend on the cut, so it may depend on the thread count:
+ * one thread gains nothing from halves and pays 2-4% for them. */
 static inline void bn_cut_init_elementwise(bn_cut *cut, const bn_layout *l,
                                            bn_reduction after) {
-  bn_cut_init(cut, l, after);
-  if (cut->chunks == 1 && l->total >= BN_SPLIT_ELEMENTS &&
-      cut->rows >= BN_SPLIT_ROWS && bn_thread_count() > 1) {
-    cut->rows_per_chunk = (cut->rows + 1) / 2;
-    cut->chunks = 2;
-  }
+  bn_cut_init_whole(cut, l, after);
+  if (bn_cut_splits(cut) && bn_thread_count() > 1) bn_cut_split(cut);
 }
 
 /* Walks the runs that rows [row, end) cover, clipped to that range. */
