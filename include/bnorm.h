@@ -41,6 +41,8 @@
  *   get_weights() order.
  * - A layer may be used from one thread at a time; different layers are
  *   independent.
+ * - A call uses up to about 40 KB of the calling thread's stack (the
+ *   kernels keep per-channel buffers there, in cache from call to call).
  */
 #ifndef BNORM_H
 #define BNORM_H
