@@ -55,8 +55,10 @@ typedef struct bn_cut {
   size_t length, stat_step, rows_per_run, rows, rows_per_chunk, chunks;
 } bn_cut;
 
-/* Per chunk: count, mean, m2 per statistic, and a block buffer (two
- * doubles per statistic of a row, and the SIMD kernels' float pivots). */
+/* Per chunk: count, mean, m2 per statistic, and room for a block buffer
+ * of three doubles per statistic of a row. The portable kernels keep their
+ * block's two sums there; the SIMD kernels keep theirs on the stack, but
+ * the room still counts in the chunk's size, which sets their cut too. */
 static inline size_t bn_chunk_moments_doubles(const bn_layout *layout,
                                               const bn_cut *cut) {
   return 3 * layout->stats + (cut->stat_step ? 3 * cut->length : 0);
