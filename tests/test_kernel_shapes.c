@@ -184,6 +184,9 @@ int main(void) {
       {"NC 2600x520 (wide: grown chunks)", 2, {2600, 520}, -1},
       {"NHWC 4x5x3x24", 4, {4, 5, 3, 24}, -1},
       {"NCHW 6x5x7x7 (short rows)", 4, {6, 5, 7, 7}, 1},
+      /* Runs of 25: one vector past the paired ones, then a tail, at both
+       * SIMD widths. */
+      {"NCHW 5x6x5x5 (one vector and a tail)", 4, {5, 6, 5, 5}, 1},
       {"NCHW 3x4x40x40", 4, {3, 4, 40, 40}, 1},
       {"NCHW 2x3x300x300 (blocks, chunks)", 4, {2, 3, 300, 300}, 1},
   };
