@@ -176,6 +176,10 @@ int main(void) {
       {"NC 70x67 (wide with a tail)", 2, {70, 67}, -1},
       {"NC 37x520 (wide)", 2, {37, 520}, -1},
       {"NC 33x1100 (two strips)", 2, {33, 1100}, -1},
+      /* Rows past WIDE go in groups of four: 34 and 35 end in groups of
+       * two and three (33 in one). */
+      {"NC 34x1100 (groups of 4, then 2)", 2, {34, 1100}, -1},
+      {"NC 35x1100 (groups of 4, then 3)", 2, {35, 1100}, -1},
       /* Rows past WIDE: chunks of 119 rows, blocks of 64 + 55. */
       {"NC 400x1100 (two strips, 64-row blocks)", 2, {400, 1100}, -1},
       {"NC 301x520 (wide: flushes, blocks, chunks)", 2, {301, 520}, -1},
