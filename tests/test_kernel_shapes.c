@@ -193,6 +193,11 @@ int main(void) {
       {"NCHW 5x6x5x5 (one vector and a tail)", 4, {5, 6, 5, 5}, 1},
       {"NCHW 3x4x40x40", 4, {3, 4, 40, 40}, 1},
       {"NCHW 2x3x300x300 (blocks, chunks)", 4, {2, 3, 300, 300}, 1},
+      /* Past 2^21 elements the elementwise passes stream their outputs
+       * and fetch their inputs ahead: each path once. */
+      {"NC 32800x65 (streamed, narrow with a tail)", 2, {32800, 65}, -1},
+      {"NC 2050x1030 (streamed, wide with a tail)", 2, {2050, 1030}, -1},
+      {"NCHW 2x3x600x601 (streamed runs)", 4, {2, 3, 600, 601}, 1},
   };
   th_seed(2026);
   for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++)
