@@ -1,8 +1,9 @@
 /* bnorm-ab: two builds of libbnorm timed against each other in one process.
  *
- *   bnorm-ab LIB_A LIB_B THREADS PASS CACHE DIM... [--axis K]
+ *   bnorm-ab LIB_A LIB_B THREADS PASS CACHE DIM... [--axis K] [--vbs N]
  *     PASS: train | infer | bwd;  CACHE: cold (96 MiB read before each
- *     call) | warm (calls repeated back to back);  DIMs: the input's shape.
+ *     call) | warm (calls repeated back to back);  DIMs: the input's shape;
+ *     --vbs: virtual_batch_size (ghost batches; default none).
  *
  * On a shared machine whose speed drifts by 20-30% from one minute to the
  * next, whole benchmark runs cannot show a change of 5%. Here the two
@@ -72,7 +73,8 @@ static int resolve(void *handle, const char *name, void *fn, size_t size) {
   resolve((lib)->handle, name, &(lib)->field, sizeof (lib)->field)
 
 static int open_library(library *lib, const char *path, int threads,
-                        int axis, const int64_t *shape, int rank) {
+                        int axis, long long vbs, const int64_t *shape,
+                        int rank) {
   lib->handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
   if (!lib->handle) {
     fprintf(stderr, "bnorm-ab: %s\n", dlerror());
@@ -91,6 +93,7 @@ static int open_library(library *lib, const char *path, int threads,
   lib->config_init(&cfg);
   cfg.axis[0] = axis;
   cfg.axis_count = 1;
+  cfg.virtual_batch_size = vbs;
   if (lib->layer_create(&cfg, &lib->layer) != BNORM_OK ||
       lib->layer_build(lib->layer, shape, rank) != BNORM_OK ||
       lib->saved_create(&lib->saved) != BNORM_OK) {
@@ -128,11 +131,12 @@ static float *tensor(size_t n) {
 int main(int argc, char **argv) {
   if (argc < 7) {
     fprintf(stderr, "usage: bnorm-ab LIB_A LIB_B THREADS train|infer|bwd "
-                    "cold|warm DIM... [--axis K]\n");
+                    "cold|warm DIM... [--axis K] [--vbs N]\n");
     return 2;
   }
   const char *passes[] = {"train", "infer", "bwd"};
   int threads = atoi(argv[3]), pass = -1, axis = -1, rank = 0;
+  long long vbs = 0;
   for (int p = 0; p < 3; p++)
     if (!strcmp(argv[4], passes[p])) pass = p;
   int cold = !strcmp(argv[5], "cold");
@@ -141,6 +145,10 @@ int main(int argc, char **argv) {
   for (int i = 6; i < argc; i++) {
     if (!strcmp(argv[i], "--axis") && i + 1 < argc) {
       axis = atoi(argv[++i]);
+      continue;
+    }
+    if (!strcmp(argv[i], "--vbs") && i + 1 < argc) {
+      vbs = atoll(argv[++i]);
       continue;
     }
     if (rank == MAX_DIMS) break;
@@ -171,7 +179,7 @@ int main(int argc, char **argv) {
   library libs[2];
   memset(libs, 0, sizeof libs);
   for (int k = 0; k < 2; k++) {
-    if (open_library(&libs[k], argv[1 + k], threads, axis, shape, rank))
+    if (open_library(&libs[k], argv[1 + k], threads, axis, vbs, shape, rank))
       return 1;
     call train = c;
     train.pass = 0;
