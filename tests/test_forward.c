@@ -359,6 +359,8 @@ static void test_large_mean(void) {
       {REF_KERAS, 2, {256, 3}, {-1}, 1, 0, false, REF_FUSED_AUTO},
       {REF_KERAS, 4, {8, 6, 6, 2}, {-1}, 1, 0, false, REF_FUSED_AUTO},   /* fused NHWC */
       {REF_COMPAT_V1, 4, {8, 2, 6, 6}, {1}, 1, 0, false, REF_FUSED_AUTO}, /* fused NCHW */
+      /* NCHW at 7x7: 16 runs of 49 per statistic, summed with one pivot */
+      {REF_KERAS, 4, {16, 3, 7, 7}, {1}, 1, 0, false, REF_FUSED_AUTO},
       {REF_KERAS, 3, {16, 4, 3}, {1, 2}, 2, 0, false, REF_FUSED_AUTO},
       {REF_KERAS, 3, {32, 5, 2}, {-1}, 1, 4, false, REF_FUSED_AUTO},
       {REF_COMPAT_V1, 2, {128, 3}, {-1}, 1, 0, true, REF_FUSED_AUTO},
