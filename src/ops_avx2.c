@@ -28,6 +28,14 @@ static inline vf vf_mul(vf a, vf b) { return _mm256_mul_ps(a, b); }
 static inline vf vf_fma(vf a, vf b, vf c) {
   return _mm256_fmadd_ps(a, b, c);
 }
+/* p[i] - b for i < k (k < VW), 0 in the other lanes; reads nothing past
+ * p + k. */
+static inline vf vf_sub_partial(const float *p, size_t k, vf b) {
+  __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)k),
+                                 _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  return _mm256_and_ps(_mm256_sub_ps(_mm256_maskload_ps(p, m), b),
+                       _mm256_castsi256_ps(m));
+}
 static inline vd vd_zero(void) { return _mm256_setzero_pd(); }
 static inline vd vd_load(const double *p) { return _mm256_loadu_pd(p); }
 static inline void vd_store(double *p, vd v) { _mm256_storeu_pd(p, v); }

@@ -26,6 +26,12 @@ static inline vf vf_sub(vf a, vf b) { return _mm512_sub_ps(a, b); }
 static inline vf vf_mul(vf a, vf b) { return _mm512_mul_ps(a, b); }
 /* a * b + c */
 static inline vf vf_fma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
+/* p[i] - b for i < k (k < VW), 0 in the other lanes; reads nothing past
+ * p + k. */
+static inline vf vf_sub_partial(const float *p, size_t k, vf b) {
+  __mmask16 m = (__mmask16)((1u << k) - 1);
+  return _mm512_maskz_sub_ps(m, _mm512_maskz_loadu_ps(m, p), b);
+}
 static inline vd vd_zero(void) { return _mm512_setzero_pd(); }
 static inline vd vd_load(const double *p) { return _mm512_loadu_pd(p); }
 static inline void vd_store(double *p, vd v) { _mm512_storeu_pd(p, v); }
