@@ -11,8 +11,8 @@
  * median of the per-pair ratios A/B says which is faster (> 1: B is);
  * its quartiles say how sure that is. With more than one thread, each
  * sample waits 6 ms first, for the other library's idle workers to stop
- * spinning, and warms up for 2 ms, for this library's to wake. Example, the current build against a
- * copy of an older one:
+ * spinning, and warms up for 2 ms, for this library's to wake. Example,
+ * the current build against a copy of an older one:
  *   ./build-bench/bench/bnorm-ab old/libbnorm.so build-bench/libbnorm.so 1 \
  *       infer warm 32 1024
  */

@@ -55,12 +55,13 @@ typedef struct bn_cut {
   size_t length, stat_step, rows_per_run, rows, rows_per_chunk, chunks;
 } bn_cut;
 
-/* Per chunk: count, mean, m2 per statistic, and room for a block buffer
- * of three doubles per statistic of a row, or, where each row reduces into
- * one statistic, of one more double per statistic. The portable kernels
- * keep their block's two sums in the buffer; the SIMD kernels keep theirs
- * on the stack, and there the sums of a statistic's runs (ops_simd.inc);
- * the room counts in the chunk's size, which sets the cut of both. */
+/* Per chunk: count, mean, m2 per statistic, and room for a block buffer:
+ * three doubles per statistic of a row, or, where each row reduces into
+ * one statistic, one double per statistic. The portable kernels keep
+ * their block's two sums in the buffer; the SIMD kernels keep those on the
+ * stack and use the one double per statistic for the sums of its runs
+ * (ops_simd.inc). The room counts in the chunk's size, which sets the cut
+ * of both. */
 static inline size_t bn_chunk_moments_doubles(const bn_layout *layout,
                                               const bn_cut *cut) {
   return 3 * layout->stats + (cut->stat_step ? 3 * cut->length : layout->stats);
