@@ -52,6 +52,12 @@ static inline vd vd_lo(vf v) {
 static inline vd vd_hi(vf v) {
   return _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
 }
+/* VW doubles at p, rounded to floats. */
+static inline vf vf_from_doubles(const double *p) {
+  return _mm256_insertf128_ps(
+      _mm256_castps128_ps256(_mm256_cvtpd_ps(_mm256_loadu_pd(p))),
+      _mm256_cvtpd_ps(_mm256_loadu_pd(p + VW / 2)), 1);
+}
 
 #define BN_SIMD_OPS bn_float_ops_avx2
 #include "ops_simd.inc"

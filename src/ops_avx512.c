@@ -45,6 +45,12 @@ static inline vd vd_hi(vf v) {
   return _mm512_cvtps_pd(
       _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
 }
+/* VW doubles at p, rounded to floats. */
+static inline vf vf_from_doubles(const double *p) {
+  return _mm512_insertf32x8(
+      _mm512_castps256_ps512(_mm512_cvtpd_ps(_mm512_loadu_pd(p))),
+      _mm512_cvtpd_ps(_mm512_loadu_pd(p + VW / 2)), 1);
+}
 
 #define BN_SIMD_OPS bn_float_ops_avx512
 #include "ops_simd.inc"

@@ -55,16 +55,13 @@ typedef struct bn_cut {
   size_t length, stat_step, rows_per_run, rows, rows_per_chunk, chunks;
 } bn_cut;
 
-/* Per chunk: count, mean, m2 per statistic, and room for a block buffer:
- * three doubles per statistic of a row, or, where each row reduces into
- * one statistic, one double per statistic. The portable kernels keep
- * their block's two sums in the buffer; the SIMD kernels keep those on the
- * stack and use the one double per statistic for the sums of its runs
- * (ops_simd.inc). The room counts in the chunk's size, which sets the cut
- * of both. */
+/* Per chunk: count, mean, m2 and a sum per statistic (the SIMD kernels'
+ * sums of short runs, ops_simd.inc), and, where rows span statistics, room
+ * for the portable kernels' block buffer: two doubles per statistic of a
+ * row. The room counts in the chunk's size, which sets the cut of both. */
 static inline size_t bn_chunk_moments_doubles(const bn_layout *layout,
                                               const bn_cut *cut) {
-  return 3 * layout->stats + (cut->stat_step ? 3 * cut->length : layout->stats);
+  return 4 * layout->stats + (cut->stat_step ? 2 * cut->length : 0);
 }
 
 /* The cut into chunks alone, before any split in halves. */

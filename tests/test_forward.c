@@ -363,6 +363,10 @@ static void test_large_mean(void) {
       {REF_KERAS, 4, {16, 3, 7, 7}, {1}, 1, 0, false, REF_FUSED_AUTO},
       {REF_KERAS, 3, {16, 4, 3}, {1, 2}, 2, 0, false, REF_FUSED_AUTO},
       {REF_KERAS, 3, {32, 5, 2}, {-1}, 1, 4, false, REF_FUSED_AUTO},
+      /* ghost batches of NHWC: 2 runs of 49 rows per statistic, summed with
+       * one pivot; 40 channels are vectors and a tail (AVX-512) or wide
+       * rows (AVX2) */
+      {REF_KERAS, 4, {8, 7, 7, 40}, {-1}, 1, 2, false, REF_FUSED_AUTO},
       {REF_COMPAT_V1, 2, {128, 3}, {-1}, 1, 0, true, REF_FUSED_AUTO},
       {REF_KERAS, 4, {8, 6, 6, 2}, {-1}, 1, 0, false, REF_FUSED_FALSE},
   };
