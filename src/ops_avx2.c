@@ -28,13 +28,26 @@ static inline vf vf_mul(vf a, vf b) { return _mm256_mul_ps(a, b); }
 static inline vf vf_fma(vf a, vf b, vf c) {
   return _mm256_fmadd_ps(a, b, c);
 }
+/* A mask of the lanes below k. */
+static inline __m256i lanes_below(size_t k) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)k),
+                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
 /* p[i] - b for i < k (k < VW), 0 in the other lanes; reads nothing past
  * p + k. */
 static inline vf vf_sub_partial(const float *p, size_t k, vf b) {
-  __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)k),
-                                 _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  __m256i m = lanes_below(k);
   return _mm256_and_ps(_mm256_sub_ps(_mm256_maskload_ps(p, m), b),
                        _mm256_castsi256_ps(m));
+}
+/* p[i] for i < k (k < VW), 0 in the other lanes; reads nothing past
+ * p + k. */
+static inline vf vf_load_partial(const float *p, size_t k) {
+  return _mm256_maskload_ps(p, lanes_below(k));
+}
+/* Stores lanes i < k (k < VW) of v at p; writes nothing past p + k. */
+static inline void vf_store_partial(float *p, vf v, size_t k) {
+  _mm256_maskstore_ps(p, lanes_below(k), v);
 }
 static inline vd vd_zero(void) { return _mm256_setzero_pd(); }
 static inline vd vd_load(const double *p) { return _mm256_loadu_pd(p); }

@@ -32,6 +32,15 @@ static inline vf vf_sub_partial(const float *p, size_t k, vf b) {
   __mmask16 m = (__mmask16)((1u << k) - 1);
   return _mm512_maskz_sub_ps(m, _mm512_maskz_loadu_ps(m, p), b);
 }
+/* p[i] for i < k (k < VW), 0 in the other lanes; reads nothing past
+ * p + k. */
+static inline vf vf_load_partial(const float *p, size_t k) {
+  return _mm512_maskz_loadu_ps((__mmask16)((1u << k) - 1), p);
+}
+/* Stores lanes i < k (k < VW) of v at p; writes nothing past p + k. */
+static inline void vf_store_partial(float *p, vf v, size_t k) {
+  _mm512_mask_storeu_ps(p, (__mmask16)((1u << k) - 1), v);
+}
 static inline vd vd_zero(void) { return _mm512_setzero_pd(); }
 static inline vd vd_load(const double *p) { return _mm512_loadu_pd(p); }
 static inline void vd_store(double *p, vd v) { _mm512_storeu_pd(p, v); }
