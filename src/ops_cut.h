@@ -22,7 +22,7 @@ enum {
   BN_SPLIT_ELEMENTS = 1 << 13,
   BN_SPLIT_ROWS = 128,
   /* A chunk of a reduction is at least this many elements per double of
-   * its state ((count, mean, m2) or two sums per statistic, and room for
+   * its state ((count, mean, m2, sum) or two sums per statistic, and room for
    * the moments' block buffers): each chunk clears its state, fills it and
    * hands it to the merge from memory that is cold on a cold call, and
    * starts its reads afresh. Rows of 1024 channels in chunks of 2^17
