@@ -399,6 +399,81 @@ static void test_large_mean(void) {
   }
 }
 
+/* The non-fused moving averages round as TensorFlow's float32 ops do, each
+ * operation once: v - (float)((float)(v - m) * decay), decay =
+ * float32(1 - momentum); float64 layers do the same in double with that
+ * float32 decay. Bit for bit, on a batch whose mean and biased variance are
+ * exact (rows a - d and a + d): a fused multiply-add, or a step kept in
+ * double, changes the last bits of some of the 4096 channels. */
+static void test_moving_average_rounding(void) {
+  th_seed(91);
+  enum { C = 4096 };
+  for (int f64 = 0; f64 < 2; f64++) {
+    bnorm_config cfg;
+    bnorm_config_init(&cfg);
+    cfg.momentum = 0.97;
+    cfg.dtype = f64 ? BNORM_FLOAT64 : BNORM_FLOAT32;
+    bnorm_layer *bn;
+    int64_t shape[2] = {2, C};
+    if (!CHECK_OK(bnorm_layer_create(&cfg, &bn))) return;
+    CHECK_OK(bnorm_layer_build(bn, shape, 2));
+    size_t im, iv;
+    CHECK_OK(bnorm_layer_find_variable(bn, "moving_mean", &im));
+    CHECK_OK(bnorm_layer_find_variable(bn, "moving_variance", &iv));
+    size_t esize = f64 ? sizeof(double) : sizeof(float);
+    unsigned char *x = malloc(2 * C * esize), *y = malloc(2 * C * esize);
+    unsigned char *mean0 = malloc(C * esize), *var0 = malloc(C * esize);
+    unsigned char *mean1 = malloc(C * esize), *var1 = malloc(C * esize);
+    float decay = (float)(1.0 - 0.97);
+    double a[C], d[C];
+    for (size_t c = 0; c < C; c++) {
+      a[c] = ldexp(floor(th_uniform() * 256.0) - 128.0, -4); /* 2^-4 steps */
+      d[c] = ldexp((double)(1 + (int)(th_uniform() * 63.0)), -5);
+      double m = 3.0 * th_normal(), v = 0.5 + 2.0 * th_uniform();
+      if (f64) {
+        ((double *)x)[c] = a[c] - d[c];
+        ((double *)x)[C + c] = a[c] + d[c];
+        ((double *)mean0)[c] = m;
+        ((double *)var0)[c] = v;
+      } else {
+        ((float *)x)[c] = (float)(a[c] - d[c]);
+        ((float *)x)[C + c] = (float)(a[c] + d[c]);
+        ((float *)mean0)[c] = (float)m;
+        ((float *)var0)[c] = (float)v;
+      }
+    }
+    CHECK_OK(bnorm_layer_set_variable(bn, im, mean0, C));
+    CHECK_OK(bnorm_layer_set_variable(bn, iv, var0, C));
+    bnorm_forward_args fa = {.x = x, .y = y, .shape = shape, .rank = 2, .training = true};
+    CHECK_OK(bnorm_layer_forward(bn, &fa));
+    CHECK_OK(bnorm_layer_get_variable(bn, im, mean1, C));
+    CHECK_OK(bnorm_layer_get_variable(bn, iv, var1, C));
+    size_t wrong = 0;
+    for (size_t c = 0; c < C; c++) {
+      double second = d[c] * d[c];
+      if (f64) {
+        volatile double m = ((double *)mean0)[c], v = ((double *)var0)[c];
+        volatile double sm = (m - a[c]) * (double)decay, sv = (v - second) * (double)decay;
+        wrong += ((double *)mean1)[c] != m - sm || ((double *)var1)[c] != v - sv;
+      } else {
+        volatile float m = ((float *)mean0)[c], v = ((float *)var0)[c];
+        volatile float dm = m - (float)a[c], dv = v - (float)second;
+        volatile float sm = dm * decay, sv = dv * decay;
+        wrong += ((float *)mean1)[c] != m - sm || ((float *)var1)[c] != v - sv;
+      }
+    }
+    CHECKF(wrong == 0, "%s moving averages: %zu of %d channels differ from one rounding per op",
+           f64 ? "float64" : "float32", wrong, C);
+    free(x);
+    free(y);
+    free(mean0);
+    free(var0);
+    free(mean1);
+    free(var1);
+    bnorm_layer_destroy(bn);
+  }
+}
+
 /* y may be x. */
 static void test_in_place(void) {
   th_seed(5);
@@ -684,5 +759,6 @@ int main(void) {
   test_in_place();
   test_pending_updates();
   test_checks_can_fail();
+  test_moving_average_rounding();
   return th_finish();
 }
