@@ -77,6 +77,51 @@ BN_VECTORIZED static void store_dx_coefficients(
   }
 }
 
+/* dgamma and dbeta without ghost batches (one statistic per channel), as
+ * the general loop in backward_checked computes them (its sums start from
+ * 0.0, which turns a -0.0 into +0.0): one loop per dtype and output, so that
+ * each vectorizes. The general loop, a test per element, took a dense
+ * layer's backward call (NC 16x4096) about a tenth of its time. */
+static inline void param_grads_loop(size_t n, bool f64,
+                                    const double *restrict sum_dy,
+                                    const double *restrict sum_dy_xc,
+                                    const double *restrict inv_std,
+                                    const double *restrict xhat_factor,
+                                    const double *restrict shift_factor,
+                                    void *restrict dgamma,
+                                    void *restrict dbeta) {
+  for (size_t ch = 0; ch < n; ch++) {
+    double total_dy = 0.0 + sum_dy[ch];
+    double total_dy_xhat = 0.0 + sum_dy_xc[ch] * inv_std[ch];
+    double g = xhat_factor[ch] * total_dy_xhat + shift_factor[ch] * total_dy;
+    if (dgamma && f64) ((double *)dgamma)[ch] = g;
+    if (dgamma && !f64) ((float *)dgamma)[ch] = (float)g;
+    if (dbeta && f64) ((double *)dbeta)[ch] = total_dy;
+    if (dbeta && !f64) ((float *)dbeta)[ch] = (float)total_dy;
+  }
+}
+
+BN_VECTORIZED static void store_param_grads(
+    bnorm_dtype t, size_t n, const double *sum_dy, const double *sum_dy_xc,
+    const double *inv_std, const double *xhat_factor,
+    const double *shift_factor, void *dgamma, void *dbeta) {
+  const double *s1 = sum_dy, *s2 = sum_dy_xc, *rho = inv_std,
+               *gx = xhat_factor, *gs = shift_factor;
+  bool f64 = t == BNORM_FLOAT64;
+  if (f64 && dgamma && dbeta)
+    param_grads_loop(n, true, s1, s2, rho, gx, gs, dgamma, dbeta);
+  else if (f64 && dgamma)
+    param_grads_loop(n, true, s1, s2, rho, gx, gs, dgamma, NULL);
+  else if (f64)
+    param_grads_loop(n, true, s1, s2, rho, gx, gs, NULL, dbeta);
+  else if (dgamma && dbeta)
+    param_grads_loop(n, false, s1, s2, rho, gx, gs, dgamma, dbeta);
+  else if (dgamma)
+    param_grads_loop(n, false, s1, s2, rho, gx, gs, dgamma, NULL);
+  else
+    param_grads_loop(n, false, s1, s2, rho, gx, gs, NULL, dbeta);
+}
+
 static bnorm_status backward_checked(const bnorm_layer *layer,
                                      const bnorm_backward_args *a);
 
@@ -111,8 +156,12 @@ BN_VECTORIZED static bnorm_status backward_checked(
   bn_op_grad_sums_of(t, &layout, a->x, a->dy, sv->center, sum_dy, sum_dy_xc,
                      workspace);
 
-  if (a->dgamma || a->dbeta) {
-    size_t ghost = sv->groups ? sv->groups : 1;
+  if ((a->dgamma || a->dbeta) && sv->groups <= 1) {
+    store_param_grads(t, channels, sum_dy, sum_dy_xc, sv->inv_std,
+                      sv->gamma_xhat_factor, sv->gamma_shift_factor, a->dgamma,
+                      a->dbeta);
+  } else if (a->dgamma || a->dbeta) {
+    size_t ghost = sv->groups;
     for (size_t ch = 0; ch < channels; ch++) {
       double total_dy = 0.0, total_dy_xhat = 0.0;
       for (size_t g = 0; g < ghost; g++) {
