@@ -56,9 +56,10 @@ typedef struct bn_cut {
 } bn_cut;
 
 /* Per chunk: count, mean, m2 and a sum per statistic (the SIMD kernels'
- * sums of short runs, ops_simd.inc), and, where rows span statistics, room
- * for the portable kernels' block buffer: two doubles per statistic of a
- * row. The room counts in the chunk's size, which sets the cut of both. */
+ * sums of short runs, ops_simd_moments.inc), and, where rows span
+ * statistics, room for the portable kernels' block buffer: two doubles per
+ * statistic of a row. The room counts in the chunk's size, which sets the
+ * cut of both. */
 static inline size_t bn_chunk_moments_doubles(const bn_layout *layout,
                                               const bn_cut *cut) {
   return 4 * layout->stats + (cut->stat_step ? 2 * cut->length : 0);
