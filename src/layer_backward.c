@@ -5,6 +5,7 @@
  *   dgamma = a_s*r*sum(dy*xhat) + (a_s*d + a_b)*sum(dy),  dbeta = sum(dy). */
 #include "layer_state.h"
 
+#include <math.h>
 #include <string.h>
 
 static bnorm_status check_backward_args(const bnorm_layer *layer,
@@ -42,38 +43,63 @@ static bnorm_status check_backward_args(const bnorm_layer *layer,
   return BNORM_OK;
 }
 
+/* One group's channels of store_dx_coefficients, with x / n as
+ * x * inv_n where `by_inverse` (a constant at each call). */
+static inline void dx_coefficients_group(
+    size_t channels, bool f64, bool by_inverse, double n, double inv_n,
+    const double *restrict xhat_scale, const double *restrict rho,
+    const double *restrict s1, const double *restrict s2, void *ca,
+    void *cb, void *cc) {
+  for (size_t ch = 0; ch < channels; ch++) {
+    double k = xhat_scale[ch] * rho[ch];
+    double bn = -k * rho[ch] * rho[ch] * s2[ch], cn = -k * s1[ch];
+    double bv = by_inverse ? bn * inv_n : bn / n;
+    double cv = by_inverse ? cn * inv_n : cn / n;
+    if (f64) {
+      ((double *)ca)[ch] = k;
+      ((double *)cb)[ch] = bv;
+      ((double *)cc)[ch] = cv;
+    } else {
+      ((float *)ca)[ch] = (float)k;
+      ((float *)cb)[ch] = (float)bv;
+      ((float *)cc)[ch] = (float)cv;
+    }
+  }
+}
+
 /* dx = a*dy + b*(x - center) + c per statistic s = group * channels + ch,
  * in the dtype: a = k, b = -k*rho^2*sum(dy*(x-center))/n, c = -k*sum(dy)/n
- * with k = xhat_scale[ch]*rho (b and c only in training). */
+ * with k = xhat_scale[ch]*rho (b and c only in training). One loop per
+ * dtype, so that each vectorizes. Where n is a power of two, x * (1 / n)
+ * is x / n exactly (a scaling by a power of two rounds once, as the
+ * division does), without two divisions per channel: they took a dense
+ * layer's backward call (NC 16x4096) 5%. */
 BN_VECTORIZED static void store_dx_coefficients(
     const bnorm_saved *sv, size_t reduce_count, const double *sum_dy,
     const double *sum_dy_xc, void *ca, void *cb, void *cc) {
-  double n = (double)reduce_count;
+  double n = (double)reduce_count, inv_n = 1.0 / n;
   size_t channels = sv->channels;
   bool f64 = sv->dtype == BNORM_FLOAT64;
+  int exponent;
+  bool by_inverse = n > 0.0 && frexp(n, &exponent) == 0.5;
+  size_t size = f64 ? sizeof(double) : sizeof(float);
   for (size_t first = 0; first < sv->stats; first += channels) {
     const double *rho = sv->inv_std + first, *s1 = sum_dy + first,
                  *s2 = sum_dy_xc + first;
-    /* One loop per dtype, so that each vectorizes. */
-    if (f64) {
-      double *a = (double *)ca + first, *b = (double *)cb + first,
-             *c = (double *)cc + first;
-      for (size_t ch = 0; ch < channels; ch++) {
-        double k = sv->xhat_scale[ch] * rho[ch];
-        a[ch] = k;
-        b[ch] = -k * rho[ch] * rho[ch] * s2[ch] / n;
-        c[ch] = -k * s1[ch] / n;
-      }
-    } else {
-      float *a = (float *)ca + first, *b = (float *)cb + first,
-            *c = (float *)cc + first;
-      for (size_t ch = 0; ch < channels; ch++) {
-        double k = sv->xhat_scale[ch] * rho[ch];
-        a[ch] = (float)k;
-        b[ch] = (float)(-k * rho[ch] * rho[ch] * s2[ch] / n);
-        c[ch] = (float)(-k * s1[ch] / n);
-      }
-    }
+    void *a = (char *)ca + first * size, *b = (char *)cb + first * size,
+         *c = (char *)cc + first * size;
+    if (f64 && by_inverse)
+      dx_coefficients_group(channels, true, true, n, inv_n, sv->xhat_scale,
+                            rho, s1, s2, a, b, c);
+    else if (f64)
+      dx_coefficients_group(channels, true, false, n, inv_n, sv->xhat_scale,
+                            rho, s1, s2, a, b, c);
+    else if (by_inverse)
+      dx_coefficients_group(channels, false, true, n, inv_n, sv->xhat_scale,
+                            rho, s1, s2, a, b, c);
+    else
+      dx_coefficients_group(channels, false, false, n, inv_n, sv->xhat_scale,
+                            rho, s1, s2, a, b, c);
   }
 }
 
