@@ -148,6 +148,25 @@ BN_VECTORIZED static void store_param_grads(
     param_grads_loop(n, false, s1, s2, rho, gx, gs, NULL, dbeta);
 }
 
+/* The training dx coefficients (store_dx_coefficients), with the center
+ * folded into c where it may be (bn_center_folds): bn_op_grad's callback,
+ * which may run on several threads at once. */
+typedef struct dx_coefficients_args {
+  const bnorm_saved *saved;
+  size_t reduce_count;
+  bool fold_center;
+} dx_coefficients_args;
+
+static void training_dx_coefficients(const void *ctx, const double *sum_dy,
+                                     const double *sum_dy_xc, void *a, void *b,
+                                     void *c) {
+  const dx_coefficients_args *k = ctx;
+  const bnorm_saved *sv = k->saved;
+  store_dx_coefficients(sv, k->reduce_count, sum_dy, sum_dy_xc, a, b, c);
+  if (k->fold_center)
+    bn_fold_center(sv->dtype, sv->stats, sv->center, b, c, c);
+}
+
 static bnorm_status backward_checked(const bnorm_layer *layer,
                                      const bnorm_backward_args *a);
 
@@ -166,21 +185,36 @@ BN_VECTORIZED static bnorm_status backward_checked(
   bn_layer_layout(layer, sv->shape, sv->groups, &layout);
 
   bnorm_dtype t = layer->dtype;
-  size_t sums_workspace = bn_op_grad_sums_workspace(&layout);
-  /* Doubles: the sums and workspace, then 3 coefficients per statistic with
-   * room for either dtype. */
-  size_t bytes = (5 * stats + sums_workspace) * sizeof(double);
+  /* Doubles: the sums, then bn_op_grad's workspace, which also holds the
+   * coefficients (and, being larger, serves the passes called alone). */
+  size_t bytes = (2 * stats + bn_op_grad_workspace(&layout)) * sizeof(double);
   double *p = bn_scratch_reserve(&sv->work, bytes);
   if (!p)
     return bn_fail(BNORM_ERR_OUT_OF_MEMORY,
                    "bnorm_layer_backward: out of memory for the workspace");
   double *sum_dy = p, *sum_dy_xc = sum_dy + stats;
-  void *ca = sum_dy_xc + stats, *cb = sum_dy_xc + 2 * stats,
-       *cc = sum_dy_xc + 3 * stats;
-  double *workspace = sum_dy_xc + 4 * stats;
+  double *workspace = sum_dy_xc + stats;
 
-  bn_op_grad_sums_of(t, &layout, a->x, a->dy, sv->center, sum_dy, sum_dy_xc,
-                     workspace);
+  if (a->dx && sv->training) {
+    dx_coefficients_args k = {
+        sv, layout.reduce_count,
+        bn_center_folds(t, stats, sv->center, sv->inv_std)};
+    bn_op_grad_of(t, &layout, a->x, a->dy, a->dx, sv->center, k.fold_center,
+                  training_dx_coefficients, &k, sum_dy, sum_dy_xc, workspace);
+  } else {
+    bn_op_grad_sums_of(t, &layout, a->x, a->dy, sv->center, sum_dy, sum_dy_xc,
+                       workspace);
+  }
+  if (a->dx && !sv->training) {
+    /* dx = a * dy: the sums only serve dgamma and dbeta. */
+    void *ca = workspace + bn_op_grad_sums_workspace(&layout);
+    void *cb = (char *)ca + stats * sizeof(double),
+         *cc = (char *)cb + stats * sizeof(double);
+    store_dx_coefficients(sv, layout.reduce_count, sum_dy, sum_dy_xc, ca, cb,
+                          cc);
+    bn_op_grad_input_of(t, &layout, a->x, a->dy, a->dx, sv->center, ca, NULL,
+                        NULL);
+  }
 
   if ((a->dgamma || a->dbeta) && sv->groups <= 1) {
     store_param_grads(t, channels, sum_dy, sum_dy_xc, sv->inv_std,
@@ -201,18 +235,6 @@ BN_VECTORIZED static bnorm_status backward_checked(
                      sv->gamma_shift_factor[ch] * total_dy);
       if (a->dbeta) bn_store(a->dbeta, t, ch, total_dy);
     }
-  }
-
-  if (a->dx) {
-    store_dx_coefficients(sv, layout.reduce_count, sum_dy, sum_dy_xc, ca, cb,
-                          cc);
-    const void *center = sv->center;
-    if (sv->training && bn_center_folds(t, stats, sv->center, sv->inv_std)) {
-      bn_fold_center(t, stats, sv->center, cb, cc, cc);
-      center = NULL;
-    }
-    bn_op_grad_input_of(t, &layout, a->x, a->dy, a->dx, center, ca,
-                        sv->training ? cb : NULL, sv->training ? cc : NULL);
   }
   bn_clear_error();
   return BNORM_OK;

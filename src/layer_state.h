@@ -96,6 +96,20 @@ static inline void bn_op_grad_input_of(bnorm_dtype dtype,
     bn_op_grad_input(layout, x, dy, dx, center, a, b, c);
 }
 
+static inline void bn_op_grad_of(bnorm_dtype dtype, const bn_layout *layout,
+                                 const void *x, const void *dy, void *dx,
+                                 const void *center, bool center_folded,
+                                 bn_dx_coefficients_fn coefficients,
+                                 const void *ctx, double *sum_dy,
+                                 double *sum_dy_xc, double *workspace) {
+  if (dtype == BNORM_FLOAT64)
+    bn_op_grad_f64(layout, x, dy, dx, center, center_folded, coefficients, ctx,
+                   sum_dy, sum_dy_xc, workspace);
+  else
+    bn_op_grad(layout, x, dy, dx, center, center_folded, coefficients, ctx,
+               sum_dy, sum_dy_xc, workspace);
+}
+
 /* Whether the elementwise passes may fold each statistic's center into its
  * constant term: (x - center) * k + t becomes x * k + (t - center * k), one
  * coefficient less to stream per vector, which wide rows feel. The folded

@@ -21,6 +21,10 @@ void bn_op_grad_sums_scalar(const bn_layout *layout, const float *x,
 void bn_op_grad_input_scalar(const bn_layout *layout, const float *x,
                              const float *dy, float *dx, const float *center,
                              const float *a, const float *b, const float *c);
+void bn_op_grad_scalar(const bn_layout *layout, const float *x, const float *dy,
+                       float *dx, const float *center, bool center_folded,
+                       bn_dx_coefficients_fn coefficients, const void *ctx,
+                       double *sum_dy, double *sum_dy_xc, double *workspace);
 
 #define BN_KERNEL
 #define BN_T float
@@ -29,7 +33,7 @@ void bn_op_grad_input_scalar(const bn_layout *layout, const float *x,
 
 const bn_float_ops bn_float_ops_scalar = {
     bn_op_moments_scalar, bn_op_normalize_scalar, bn_op_grad_sums_scalar,
-    bn_op_grad_input_scalar};
+    bn_op_grad_input_scalar, bn_op_grad_scalar};
 
 void bn_op_moments(const bn_layout *layout, const float *x, double *mean,
                    double *variance, double *workspace) {
@@ -53,4 +57,12 @@ void bn_op_grad_input(const bn_layout *layout, const float *x, const float *dy,
                       float *dx, const float *center, const float *a,
                       const float *b, const float *c) {
   bn_float_ops_current()->grad_input(layout, x, dy, dx, center, a, b, c);
+}
+
+void bn_op_grad(const bn_layout *layout, const float *x, const float *dy,
+                float *dx, const float *center, bool center_folded,
+                bn_dx_coefficients_fn coefficients, const void *ctx,
+                double *sum_dy, double *sum_dy_xc, double *workspace) {
+  bn_float_ops_current()->grad(layout, x, dy, dx, center, center_folded,
+                               coefficients, ctx, sum_dy, sum_dy_xc, workspace);
 }

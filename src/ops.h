@@ -72,6 +72,30 @@ void bn_op_grad_input(const bn_layout *layout, const float *x, const float *dy,
                       float *dx, const float *center, const float *a,
                       const float *b, const float *c);
 
+/* The coefficients of bn_op_grad's second pass, from the sums of its
+ * first: fn(ctx, sum_dy, sum_dy_xc, a, b, c) fills a, b and c (`stats`
+ * elements each, of the operator's element type). Where threads share a
+ * small tensor, each of them calls it for itself between the passes, so
+ * it must read nothing but its arguments and ctx and write nothing but a,
+ * b and c. */
+typedef void (*bn_dx_coefficients_fn)(const void *ctx, const double *sum_dy,
+                                      const double *sum_dy_xc, void *a, void *b,
+                                      void *c);
+
+/* Doubles of workspace bn_op_grad needs (of either element type). */
+size_t bn_op_grad_workspace(const bn_layout *layout);
+
+/* bn_op_grad_sums, then coefficients(), then bn_op_grad_input with its a,
+ * b and c (and no center where the coefficients fold it into c:
+ * center_folded), in one call: the results of those calls, bit for bit,
+ * with the sums left in sum_dy and sum_dy_xc. Where two threads share a tensor
+ * of one chunk, they meet between the passes instead of returning to the caller
+ * between them (bn_parallel_phases). */
+void bn_op_grad(const bn_layout *layout, const float *x, const float *dy,
+                float *dx, const float *center, bool center_folded,
+                bn_dx_coefficients_fn coefficients, const void *ctx,
+                double *sum_dy, double *sum_dy_xc, double *workspace);
+
 /* The same operators over doubles, for float64 layers; coefficients are
  * doubles too. Workspace sizes are those of the float operators. */
 void bn_op_moments_f64(const bn_layout *layout, const double *x, double *mean,
@@ -85,5 +109,9 @@ void bn_op_grad_sums_f64(const bn_layout *layout, const double *x,
 void bn_op_grad_input_f64(const bn_layout *layout, const double *x,
                           const double *dy, double *dx, const double *center,
                           const double *a, const double *b, const double *c);
+void bn_op_grad_f64(const bn_layout *layout, const double *x, const double *dy,
+                    double *dx, const double *center, bool center_folded,
+                    bn_dx_coefficients_fn coefficients, const void *ctx,
+                    double *sum_dy, double *sum_dy_xc, double *workspace);
 
 #endif

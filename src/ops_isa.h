@@ -17,6 +17,10 @@ typedef struct bn_float_ops {
   void (*grad_input)(const bn_layout *layout, const float *x, const float *dy,
                      float *dx, const float *center, const float *a,
                      const float *b, const float *c);
+  void (*grad)(const bn_layout *layout, const float *x, const float *dy,
+               float *dx, const float *center, bool center_folded,
+               bn_dx_coefficients_fn coefficients, const void *ctx,
+               double *sum_dy, double *sum_dy_xc, double *workspace);
 } bn_float_ops;
 
 /* ops.c: portable C, any CPU. */

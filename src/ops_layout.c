@@ -76,3 +76,10 @@ size_t bn_op_grad_sums_workspace(const bn_layout *layout) {
   bn_cut_init(&cut, layout, BN_GRAD_SUMS);
   return (cut.chunks ? cut.chunks : 1) * 2 * layout->stats;
 }
+
+/* The sums' workspace, then a set of coefficients (a, b, c) and of sums
+ * for each of the two threads that may share a tensor of one chunk (see
+ * bn_op_grad), in doubles for either element type. */
+size_t bn_op_grad_workspace(const bn_layout *layout) {
+  return bn_op_grad_sums_workspace(layout) + 2 * 5 * layout->stats;
+}

@@ -1,12 +1,14 @@
 /* A small persistent thread pool. A job is a list of tasks numbered
- * 0..n-1. Each thread taking part owns a contiguous share of them (thread p
- * of T: tasks [p*n/T, (p+1)*n/T)), runs its share first, in order or last
- * first as the job asks, and then claims what is still unclaimed of the
- * others' shares, so a worker that wakes late delays nothing. Owning the
- * same share in every job keeps a thread on the same part of a tensor from
- * one pass to the next, where its own caches hold that part. Which thread
- * runs a task never affects results: the operators give every task its own
- * output slot and combine the slots in task order.
+ * 0..n-1, in one phase or two (every task of the first ends before any of
+ * the second starts). Each thread taking part owns a contiguous share of
+ * them (thread p of T: tasks [p*n/T, (p+1)*n/T)), runs its share first, in
+ * order or last first as the job asks, and then claims what is still
+ * unclaimed of the others' shares, so a worker that wakes late delays
+ * nothing. Owning the same share in every job keeps a thread on the same
+ * part of a tensor from one pass to the next, where its own caches hold
+ * that part. Which thread runs a task never affects results: the
+ * operators give every task its own output slot and combine the slots in
+ * task order.
  *
  * Posting a job and collecting it take no lock while the workers spin: on
  * tensors of tens of kilobytes a fork and join costs as much as the work,
@@ -16,6 +18,7 @@
 #include "threads.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <time.h>
@@ -41,19 +44,20 @@ static int worker_ids[MAX_THREADS];
  * and reads again. Workers watch it for new jobs. */
 static struct {
   _Alignas(CACHE_LINE) atomic_uint_fast64_t sequence;
-  _Atomic(bn_task_fn) fn;
+  _Atomic(bn_task_fn) fn[2]; /* per phase; fn[1] NULL: one phase */
   _Atomic(void *) ctx;
   atomic_size_t tasks;
   atomic_int threads; /* taking part, the caller included */
-  atomic_bool last_first;
+  atomic_bool last_first[2];
 } posted;
 
-/* claimed[t] holds the generation of the last job whose task t was taken:
- * a thread takes task t of job g by raising it from below g to g, so a
- * thread still holding an older job can take nothing. A line each: a
- * thread's claims on its own share then stay in its own cache. */
+/* claimed[t] holds the claim of the last phase whose task t was taken:
+ * 2g + phase for job g. A thread takes task t in phase k of job g by
+ * raising it from below 2g + k to 2g + k, so a thread still holding an
+ * older job or phase can take nothing. A line each: a thread's claims on
+ * its own share then stay in its own cache. */
 static struct {
-  _Alignas(CACHE_LINE) atomic_uint_fast64_t generation;
+  _Alignas(CACHE_LINE) atomic_uint_fast64_t claim;
 } claimed[BN_MAX_TASKS];
 static _Alignas(CACHE_LINE) atomic_size_t tasks_done;
 static _Alignas(CACHE_LINE) atomic_int sleeping_workers;
@@ -115,24 +119,28 @@ static int default_threads(void) {
 
 typedef struct job {
   uint64_t generation;
-  bn_task_fn fn;
+  bn_task_fn fn[2];
   void *ctx;
   size_t tasks;
   int threads;
-  bool last_first;
+  bool last_first[2];
 } job;
 
-static bool take(uint64_t generation, size_t task) {
-  uint_fast64_t seen = atomic_load(&claimed[task].generation);
-  while (seen < generation)
-    if (atomic_compare_exchange_weak(&claimed[task].generation, &seen,
-                                     generation))
+static int phases_of(const job *j) { return j->fn[1] ? 2 : 1; }
+
+static bool take(uint64_t claim, size_t task) {
+  uint_fast64_t seen = atomic_load(&claimed[task].claim);
+  while (seen < claim)
+    if (atomic_compare_exchange_weak(&claimed[task].claim, &seen, claim))
       return true;
   return false;
 }
 
+/* tasks_done counts the tasks of both phases: the first phase ends at
+ * j->tasks, the job at phases * j->tasks. */
 static void finish_task(const job *j) {
-  if (atomic_fetch_add(&tasks_done, 1) + 1 == j->tasks &&
+  size_t total = j->tasks * (size_t)phases_of(j);
+  if (atomic_fetch_add(&tasks_done, 1) + 1 == total &&
       atomic_load(&caller_sleeps)) {
     pthread_mutex_lock(&pool_lock);
     pthread_cond_signal(&work_done);
@@ -146,29 +154,56 @@ static void share_of(const job *j, int p, size_t *begin, size_t *end) {
   *end = j->tasks * (size_t)(p + 1) / (size_t)j->threads;
 }
 
-/* Runs tasks [begin, end) that no other thread took, from the end if
- * `backward`. */
-static void run_untaken(const job *j, size_t begin, size_t end,
+/* Runs the tasks [begin, end) of `phase` that no other thread took, from
+ * the end if `backward`. */
+static void run_untaken(const job *j, int phase, size_t begin, size_t end,
                         bool backward) {
+  uint64_t claim = 2 * j->generation + (uint64_t)phase;
   for (size_t k = begin; k < end; k++) {
     size_t task = backward ? end - 1 - (k - begin) : k;
-    if (take(j->generation, task)) {
-      j->fn(j->ctx, task);
+    if (take(claim, task)) {
+      j->fn[phase](j->ctx, task);
       finish_task(j);
     }
   }
 }
 
-/* Thread p runs its share in the job's order, then takes the others'
- * unclaimed tasks from the end their owners reach last. */
-static void run_job(const job *j, int p) {
+/* Thread p runs its share of a phase in the phase's order, then takes the
+ * others' unclaimed tasks from the end their owners reach last. */
+static void run_phase(const job *j, int phase, int p) {
   size_t begin, end;
+  bool last_first = j->last_first[phase];
   share_of(j, p, &begin, &end);
-  run_untaken(j, begin, end, j->last_first);
+  run_untaken(j, phase, begin, end, last_first);
   for (int q = (p + 1) % j->threads; q != p; q = (q + 1) % j->threads) {
     share_of(j, q, &begin, &end);
-    run_untaken(j, begin, end, !j->last_first);
+    run_untaken(j, phase, begin, end, !last_first);
   }
+}
+
+/* Waits until every task of the first phase has ended, or the job itself
+ * is over (a thread that came late then finds nothing left to take). The
+ * tasks still running were claimed by threads now running them: they end
+ * within a task's time, so this spins, yielding the CPU only if it goes on
+ * long (a thread holding a task was descheduled). */
+static void wait_for_first_phase(const job *j) {
+  for (int i = 0;; i++) {
+    if (atomic_load_explicit(&tasks_done, memory_order_acquire) >= j->tasks ||
+        atomic_load_explicit(&posted.sequence, memory_order_relaxed) !=
+            2 * j->generation)
+      return;
+    if (i < CALLER_SPIN_PAUSES)
+      pause_once();
+    else
+      sched_yield();
+  }
+}
+
+static void run_job(const job *j, int p) {
+  run_phase(j, 0, p);
+  if (!j->fn[1]) return;
+  wait_for_first_phase(j);
+  run_phase(j, 1, p);
 }
 
 /* Waits until the sequence moves from `seen`: spins worker_spin_ns, then
@@ -203,12 +238,14 @@ static bool read_posted(job *j, uint64_t *sequence) {
       atomic_load_explicit(&posted.sequence, memory_order_acquire);
   if (before & 1) return false;
   j->generation = before / 2;
-  j->fn = atomic_load_explicit(&posted.fn, memory_order_acquire);
+  for (int k = 0; k < 2; k++) {
+    j->fn[k] = atomic_load_explicit(&posted.fn[k], memory_order_acquire);
+    j->last_first[k] =
+        atomic_load_explicit(&posted.last_first[k], memory_order_acquire);
+  }
   j->ctx = atomic_load_explicit(&posted.ctx, memory_order_acquire);
   j->tasks = atomic_load_explicit(&posted.tasks, memory_order_acquire);
   j->threads = atomic_load_explicit(&posted.threads, memory_order_acquire);
-  j->last_first =
-      atomic_load_explicit(&posted.last_first, memory_order_acquire);
   *sequence = before;
   return atomic_load_explicit(&posted.sequence, memory_order_relaxed) ==
          before;
@@ -262,12 +299,14 @@ static int ensure_workers(int wanted) {
 static void post(const job *j) {
   uint64_t sequence = 2 * j->generation;
   atomic_store_explicit(&posted.sequence, sequence - 1, memory_order_relaxed);
-  atomic_store_explicit(&posted.fn, j->fn, memory_order_release);
+  for (int k = 0; k < 2; k++) {
+    atomic_store_explicit(&posted.fn[k], j->fn[k], memory_order_release);
+    atomic_store_explicit(&posted.last_first[k], j->last_first[k],
+                          memory_order_release);
+  }
   atomic_store_explicit(&posted.ctx, j->ctx, memory_order_release);
   atomic_store_explicit(&posted.tasks, j->tasks, memory_order_release);
   atomic_store_explicit(&posted.threads, j->threads, memory_order_release);
-  atomic_store_explicit(&posted.last_first, j->last_first,
-                        memory_order_release);
   atomic_store_explicit(&tasks_done, 0, memory_order_relaxed);
   /* Sequentially consistent, like the sleepers' count a worker raises
    * before it looks at the sequence for the last time: either the worker
@@ -294,24 +333,44 @@ static void wait_until_done(size_t tasks) {
   pthread_mutex_unlock(&pool_lock);
 }
 
-void bn_parallel_for(size_t tasks, bn_order order, bn_task_fn fn,
-                     void *ctx) {
-  bool last_first = order == BN_LAST_FIRST;
+/* Runs a job of one phase (second NULL) or two. */
+static void run_parallel(size_t tasks, bn_task_fn first, bn_order first_order,
+                         bn_task_fn second, bn_order second_order,
+                         void *ctx) {
+  bool first_last = first_order == BN_LAST_FIRST,
+       second_last = second_order == BN_LAST_FIRST;
   int threads = tasks < 2 || tasks > BN_MAX_TASKS ? 1 : bn_thread_count();
   if (threads > 1) threads = ensure_workers(threads);
   if ((size_t)threads > tasks) threads = (int)tasks;
   if (threads <= 1) {
     for (size_t k = 0; k < tasks; k++)
-      fn(ctx, last_first ? tasks - 1 - k : k);
+      first(ctx, first_last ? tasks - 1 - k : k);
+    for (size_t k = 0; second && k < tasks; k++)
+      second(ctx, second_last ? tasks - 1 - k : k);
     return;
   }
   pthread_mutex_lock(&job_lock);
-  job j = {atomic_load(&posted.sequence) / 2 + 1, fn, ctx, tasks, threads,
-           last_first};
+  job j = {atomic_load(&posted.sequence) / 2 + 1,
+           {first, second},
+           ctx,
+           tasks,
+           threads,
+           {first_last, second_last}};
   post(&j);
   run_job(&j, 0);
-  wait_until_done(tasks);
+  wait_until_done(tasks * (size_t)phases_of(&j));
   pthread_mutex_unlock(&job_lock);
+}
+
+void bn_parallel_for(size_t tasks, bn_order order, bn_task_fn fn,
+                     void *ctx) {
+  run_parallel(tasks, fn, order, NULL, order, ctx);
+}
+
+void bn_parallel_phases(size_t tasks, bn_task_fn first, bn_order first_order,
+                        bn_task_fn second, bn_order second_order,
+                        void *ctx) {
+  run_parallel(tasks, first, first_order, second, second_order, ctx);
 }
 
 bnorm_status bnorm_set_num_threads(int threads) {

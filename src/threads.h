@@ -22,6 +22,17 @@ typedef enum bn_order { BN_IN_ORDER, BN_LAST_FIRST } bn_order;
  * depend on which thread runs them. */
 void bn_parallel_for(size_t tasks, bn_order order, bn_task_fn fn, void *ctx);
 
+/* Runs first(ctx, k) for every task k, then second(ctx, k) for every k,
+ * each phase as bn_parallel_for runs it (with the same shares: task k of
+ * both phases goes to the same thread unless one came late), and no task
+ * of the second phase starts before every task of the first has ended.
+ * The threads meet between the phases where they are, instead of returning
+ * to the caller, which would join them and post the second phase anew:
+ * between two passes over a small tensor that meeting is most of the time
+ * the threads save. */
+void bn_parallel_phases(size_t tasks, bn_task_fn first, bn_order first_order,
+                        bn_task_fn second, bn_order second_order, void *ctx);
+
 int bn_thread_count(void);
 
 #endif
