@@ -399,6 +399,62 @@ static void test_large_mean(void) {
   }
 }
 
+/* Inference keeps x - moving_mean exact where the moving mean is large
+ * beside the moving standard deviation (x = 1e4 + N(0, 1), the moving
+ * statistics at the data's): folding the mean into the offset would cost
+ * y about 1e4 * 2^-24 = 6e-4, against the 1e-5 allowed here. Dense and
+ * NHWC shapes, several hundred channels. */
+static void test_inference_large_mean(void) {
+  th_seed(91);
+  static const int64_t shapes[][4] = {{16, 512, 0, 0}, {4, 3, 3, 40}};
+  static const int ranks[] = {2, 4};
+  for (size_t k = 0; k < 2; k++) {
+    const int64_t *shape = shapes[k];
+    int rank = ranks[k];
+    size_t C = (size_t)shape[rank - 1], n = 1;
+    for (int i = 0; i < rank; i++) n *= (size_t)shape[i];
+    bnorm_config cfg;
+    bnorm_config_init(&cfg);
+    bnorm_layer *bn = NULL;
+    if (!CHECK_OK(bnorm_layer_create(&cfg, &bn)) ||
+        !CHECK_OK(bnorm_layer_build(bn, shape, rank))) {
+      bnorm_layer_destroy(bn);
+      continue;
+    }
+    float *x = malloc(n * sizeof *x), *y = malloc(n * sizeof *y);
+    float *mean = malloc(C * sizeof *mean), *var = malloc(C * sizeof *var);
+    th_fill_normal(x, n, 1e4, 1.0);
+    for (size_t c = 0; c < C; c++) {
+      mean[c] = 1e4f + (float)(c % 7) * 0.25f;
+      var[c] = 1.0f + (float)(c % 3) * 0.5f;
+    }
+    size_t im = 0, iv = 0;
+    CHECK_OK(bnorm_layer_find_variable(bn, "moving_mean", &im));
+    CHECK_OK(bnorm_layer_find_variable(bn, "moving_variance", &iv));
+    CHECK_OK(bnorm_layer_set_variable(bn, im, mean, C));
+    CHECK_OK(bnorm_layer_set_variable(bn, iv, var, C));
+    bnorm_forward_args fa = {x, y, shape, rank, false, NULL, NULL};
+    if (CHECK_OK(bnorm_layer_forward(bn, &fa))) {
+      double worst = 0.0;
+      for (size_t i = 0; i < n; i++) {
+        size_t c = i % C;
+        double want = ((double)x[i] - mean[c]) / sqrt((double)var[c] + 1e-3);
+        double err = fabs((double)y[i] - want);
+        if (!(err <= worst)) worst = err;
+      }
+      CHECKF(worst <= 1e-5,
+             "inference with a moving mean of 1e4, shape %zu: |y - exact| up "
+             "to %g",
+             k, worst);
+    }
+    free(x);
+    free(y);
+    free(mean);
+    free(var);
+    bnorm_layer_destroy(bn);
+  }
+}
+
 /* The non-fused moving averages round as TensorFlow's float32 ops do, each
  * operation once: v - (float)((float)(v - m) * decay), decay =
  * float32(1 - momentum); float64 layers do the same in double with that
@@ -756,6 +812,7 @@ static void test_checks_can_fail(void) {
 int main(void) {
   test_random_sweep();
   test_large_mean();
+  test_inference_large_mean();
   test_in_place();
   test_pending_updates();
   test_checks_can_fail();
