@@ -275,6 +275,60 @@ BN_VECTORIZED static size_t inference_coefficients(const bnorm_layer *layer,
                                      rho, center, scale, offset);
 }
 
+/* Training of a float32 layer without ghost batches, adjustment or renorm:
+ * from the batch's mean and variance (doubles), the moving averages'
+ * inputs, rho, center, scale and offset and the count of centers too far
+ * to fold, in one loop and in the general path's arithmetic (with a_s, a_b,
+ * r and d at 1, 0, 1 and 0: xhat_scale = gamma * 1 * 1 and shift = gamma *
+ * (1 * 0 + 0) + beta, which is not always beta). The general path's pass
+ * per step took a dense layer's training call (NC 16x4096) a third of its
+ * time. */
+static inline size_t plain_training_loop(
+    size_t n, double eps, bool has_gamma, bool has_beta,
+    const double *restrict mean, const double *restrict variance,
+    const float *restrict gamma, const float *restrict beta,
+    double *restrict batch_mean, double *restrict batch_second,
+    double *restrict rho, float *restrict center, float *restrict scale,
+    float *restrict offset) {
+  size_t far = 0;
+  for (size_t ch = 0; ch < n; ch++) {
+    double m = mean[ch], v = variance[ch];
+    double r = 1.0 / sqrt(v + eps);
+    double g = has_gamma ? (double)gamma[ch] : 1.0;
+    double b = has_beta ? (double)beta[ch] : 0.0;
+    float c = (float)m;
+    batch_mean[ch] = c;
+    batch_second[ch] = (float)v;
+    rho[ch] = r;
+    center[ch] = c;
+    scale[ch] = (float)(g * 1.0 * 1.0 * r);
+    offset[ch] = (float)(g * (1.0 * 0.0 + 0.0) + b);
+    far += !(fabs((double)c) * r <= 8.0);
+  }
+  return far;
+}
+
+BN_VECTORIZED static size_t plain_training_coefficients(
+    const bnorm_layer *layer, double *rho, forward_work *w) {
+  size_t n = layer->channels;
+  double eps = layer->epsilon;
+  const float *g = bn_var(layer, BN_VAR_GAMMA), *b = bn_var(layer, BN_VAR_BETA);
+  float *center = w->center, *scale = w->scale, *offset = w->offset;
+  const double *m = w->mean, *v = w->variance;
+  double *bm = w->batch_mean, *bs = w->batch_second;
+  if (g && b)
+    return plain_training_loop(n, eps, true, true, m, v, g, b, bm, bs, rho,
+                               center, scale, offset);
+  if (g)
+    return plain_training_loop(n, eps, true, false, m, v, g, NULL, bm, bs, rho,
+                               center, scale, offset);
+  if (b)
+    return plain_training_loop(n, eps, false, true, m, v, NULL, b, bm, bs, rho,
+                               center, scale, offset);
+  return plain_training_loop(n, eps, false, false, m, v, NULL, NULL, bm, bs,
+                             rho, center, scale, offset);
+}
+
 /* Where a call has neither an adjustment nor renorm ("plain"), a_s, a_b,
  * r and d are the constants 1, 0, 1 and 0 instead of arrays: the same
  * arithmetic, without filling and reading four arrays per channel (a dense
@@ -437,7 +491,11 @@ BN_VECTORIZED static bnorm_status forward_built(bnorm_layer *layer,
   /* Counted with the coefficients where they come in one loop; SIZE_MAX:
    * not yet. */
   size_t far_centers = SIZE_MAX;
-  if (training) {
+  if (training && plain && !groups && t == BNORM_FLOAT32) {
+    bn_op_moments(&layout, a->x, w.mean, w.variance, w.moments_workspace);
+    far_centers = plain_training_coefficients(layer, rho, &w);
+    if (a->saved) bn_var_doubles(layer, BN_VAR_GAMMA, 1.0, w.gamma);
+  } else if (training) {
     bn_op_moments_of(t, &layout, a->x, w.mean, w.variance, w.moments_workspace);
     /* Ghost batches feed the moving averages with the mean over ghost
      * batches of their means and biased variances. */

@@ -455,6 +455,87 @@ static void test_inference_large_mean(void) {
   }
 }
 
+static int identity_adjustment(const int64_t *shape, int rank, double *scale,
+                               double *bias, size_t channels, void *data) {
+  (void)shape;
+  (void)rank;
+  (void)data;
+  for (size_t c = 0; c < channels; c++) {
+    scale[c] = 1.0;
+    bias[c] = 0.0;
+  }
+  return 0;
+}
+
+/* A float32 layer without adjustment or renorm takes its own per-channel
+ * loop (plain_training_coefficients); with an adjustment of scale 1 and
+ * bias 0 the general one, whose arithmetic is then the same: outputs,
+ * moving statistics and gradients must agree bit for bit. Random gamma
+ * and beta, one with a NaN; dense and NHWC shapes. */
+static void test_plain_path_matches_general(void) {
+  th_seed(123);
+  static const int64_t shapes[][4] = {{16, 300, 0, 0}, {4, 5, 5, 24}};
+  static const int ranks[] = {2, 4};
+  for (size_t k = 0; k < 2; k++) {
+    const int64_t *shape = shapes[k];
+    int rank = ranks[k];
+    size_t C = (size_t)shape[rank - 1], n = 1;
+    for (int i = 0; i < rank; i++) n *= (size_t)shape[i];
+    float *x = malloc(n * sizeof *x), *dy = malloc(n * sizeof *dy);
+    float *gamma = malloc(C * sizeof *gamma), *beta = malloc(C * sizeof *beta);
+    float *out[2][5];
+    th_fill_normal(x, n, 2.0, 3.0);
+    th_fill_normal(dy, n, 0.0, 1.0);
+    th_fill_normal(gamma, C, 1.0, 0.5);
+    th_fill_normal(beta, C, 0.0, 0.5);
+    gamma[3] = NAN;
+    beta[5] = -0.0f;
+    for (int general = 0; general < 2; general++) {
+      bnorm_config cfg;
+      bnorm_config_init(&cfg);
+      cfg.fused = BNORM_FUSED_FALSE; /* an adjustment is never fused */
+      if (general) cfg.adjustment = identity_adjustment;
+      float **o = out[general];
+      o[0] = calloc(n, sizeof(float));     /* y */
+      o[1] = calloc(n, sizeof(float));     /* dx */
+      o[2] = calloc(C, sizeof(float));     /* dgamma */
+      o[3] = calloc(C, sizeof(float));     /* dbeta */
+      o[4] = calloc(4 * C, sizeof(float)); /* the variables */
+      bnorm_layer *bn = NULL;
+      bnorm_saved *saved = NULL;
+      size_t ig = 0, ib = 0;
+      if (CHECK_OK(bnorm_layer_create(&cfg, &bn)) &&
+          CHECK_OK(bnorm_layer_build(bn, shape, rank)) &&
+          CHECK_OK(bnorm_saved_create(&saved)) &&
+          CHECK_OK(bnorm_layer_find_variable(bn, "gamma", &ig)) &&
+          CHECK_OK(bnorm_layer_find_variable(bn, "beta", &ib)) &&
+          CHECK_OK(bnorm_layer_set_variable(bn, ig, gamma, C)) &&
+          CHECK_OK(bnorm_layer_set_variable(bn, ib, beta, C))) {
+        bnorm_forward_args fa = {x, o[0], shape, rank, true, NULL, saved};
+        bnorm_backward_args ba = {saved, x, dy, shape, rank, o[1], o[2], o[3]};
+        CHECK_OK(bnorm_layer_forward(bn, &fa));
+        CHECK_OK(bnorm_layer_backward(bn, &ba));
+        CHECK_OK(bnorm_layer_get_weights(bn, o[4], 4 * C));
+      }
+      bnorm_saved_destroy(saved);
+      bnorm_layer_destroy(bn);
+    }
+    const size_t sizes[5] = {n, n, C, C, 4 * C};
+    const char *names[5] = {"y", "dx", "dgamma", "dbeta", "variables"};
+    for (int i = 0; i < 5; i++)
+      CHECKF(memcmp(out[0][i], out[1][i], sizes[i] * sizeof(float)) == 0,
+             "shape %zu: %s of the plain path differs from the general "
+             "path's with an identity adjustment",
+             k, names[i]);
+    for (int general = 0; general < 2; general++)
+      for (int i = 0; i < 5; i++) free(out[general][i]);
+    free(x);
+    free(dy);
+    free(gamma);
+    free(beta);
+  }
+}
+
 /* The non-fused moving averages round as TensorFlow's float32 ops do, each
  * operation once: v - (float)((float)(v - m) * decay), decay =
  * float32(1 - momentum); float64 layers do the same in double with that
@@ -813,6 +894,7 @@ int main(void) {
   test_random_sweep();
   test_large_mean();
   test_inference_large_mean();
+  test_plain_path_matches_general();
   test_in_place();
   test_pending_updates();
   test_checks_can_fail();
