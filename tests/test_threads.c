@@ -108,6 +108,9 @@ int main(void) {
       /* One chunk, which the elementwise passes halve for two threads. */
       {"NHWC small", {8, 7, 7, 32}, 4, {-1, 0}, 1, 0},
       {"NCHW small", {8, 32, 7, 7}, 4, {1, 0}, 1, 0},
+      /* Two whole chunks: the backward's passes in one job of two phases,
+       * as for the halves above. */
+      {"NHWC two chunks", {8, 28, 28, 32}, 4, {-1, 0}, 1, 0},
   };
   const int thread_counts[] = {1, 2, 3, 7};
   th_seed(11);
