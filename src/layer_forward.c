@@ -494,6 +494,7 @@ BN_VECTORIZED static bnorm_status forward_built(bnorm_layer *layer,
   if (training && plain && !groups && t == BNORM_FLOAT32) {
     bn_op_moments(&layout, a->x, w.mean, w.variance, w.moments_workspace);
     far_centers = plain_training_coefficients(layer, rho, &w);
+    /* saved_factors, below, reads gamma as doubles. */
     if (a->saved) bn_var_doubles(layer, BN_VAR_GAMMA, 1.0, w.gamma);
   } else if (training) {
     bn_op_moments_of(t, &layout, a->x, w.mean, w.variance, w.moments_workspace);
@@ -536,7 +537,8 @@ BN_VECTORIZED static bnorm_status forward_built(bnorm_layer *layer,
   } else if (t == BNORM_FLOAT32) {
     /* Inference has no ghost batches: a statistic per channel. */
     far_centers = inference_coefficients(layer, rho, &w);
-    if (a->saved) bn_var_doubles(layer, BN_VAR_GAMMA, 1.0, w.gamma);
+    if (a->saved) /* as above */
+      bn_var_doubles(layer, BN_VAR_GAMMA, 1.0, w.gamma);
   } else {
     /* The moving statistics take the batch statistics' place. */
     bn_var_doubles(layer, BN_VAR_MOVING_MEAN, 0.0, w.mean);
