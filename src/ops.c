@@ -33,7 +33,7 @@ void bn_op_grad_scalar(const bn_layout *layout, const float *x, const float *dy,
 
 const bn_float_ops bn_float_ops_scalar = {
     bn_op_moments_scalar, bn_op_normalize_scalar, bn_op_grad_sums_scalar,
-    bn_op_grad_input_scalar, bn_op_grad_scalar};
+    bn_op_grad_input_scalar, bn_op_grad_scalar, NULL, NULL, NULL};
 
 void bn_op_moments(const bn_layout *layout, const float *x, double *mean,
                    double *variance, double *workspace) {
@@ -65,4 +65,23 @@ void bn_op_grad(const bn_layout *layout, const float *x, const float *dy,
                 double *sum_dy, double *sum_dy_xc, double *workspace) {
   bn_float_ops_current()->grad(layout, x, dy, dx, center, center_folded,
                                coefficients, ctx, sum_dy, sum_dy_xc, workspace);
+}
+
+bool bn_op_columns_fit(const bn_layout *layout) {
+  const bn_float_ops *ops = bn_float_ops_current();
+  return ops->columns_fit && ops->columns_fit(layout);
+}
+
+void bn_op_moments_columns(const bn_layout *layout, const float *x,
+                           size_t first, size_t count, double *mean,
+                           double *variance) {
+  bn_float_ops_current()->moments_columns(layout, x, first, count, mean,
+                                          variance);
+}
+
+void bn_op_normalize_rows(const bn_layout *layout, const float *x, float *y,
+                          size_t first, size_t count, const float *center,
+                          const float *scale, const float *offset) {
+  bn_float_ops_current()->normalize_rows(layout, x, y, first, count, center,
+                                         scale, offset);
 }

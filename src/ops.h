@@ -96,6 +96,22 @@ void bn_op_grad(const bn_layout *layout, const float *x, const float *dy,
                 bn_dx_coefficients_fn coefficients, const void *ctx,
                 double *sum_dy, double *sum_dy_xc, double *workspace);
 
+/* Blocks of a tensor of a few rows of many statistics (a dense layer at
+ * small batch), whose rows make too few chunks to share: where
+ * bn_op_columns_fit, each statistic's moments depend on its own column
+ * only, so the layer can take the statistics in blocks on its threads.
+ * bn_op_moments_columns gives statistics [first, first + count) bit for
+ * bit what bn_op_moments gives them; bn_op_normalize_rows writes rows
+ * [first, first + count) of bn_op_normalize's output. Both run on the
+ * calling thread. Levels without them (scalar) fit nothing. */
+bool bn_op_columns_fit(const bn_layout *layout);
+void bn_op_moments_columns(const bn_layout *layout, const float *x,
+                           size_t first, size_t count, double *mean,
+                           double *variance);
+void bn_op_normalize_rows(const bn_layout *layout, const float *x, float *y,
+                          size_t first, size_t count, const float *center,
+                          const float *scale, const float *offset);
+
 /* The same operators over doubles, for float64 layers; coefficients are
  * doubles too. Workspace sizes are those of the float operators. */
 void bn_op_moments_f64(const bn_layout *layout, const double *x, double *mean,

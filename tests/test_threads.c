@@ -111,6 +111,12 @@ int main(void) {
       /* Two whole chunks: the backward's passes in one job of two phases,
        * as for the halves above. */
       {"NHWC two chunks", {8, 28, 28, 32}, 4, {-1, 0}, 1, 0},
+      /* A few rows of many channels: the forward in 2, 3 or 7 blocks
+       * (of channels, a multiple of 16 each, the last one shorter, then of
+       * rows). Their second half of channels has mean 0: folded alone, its
+       * centers would change the output, and the fold is all or none. */
+      {"NC few rows", {16, 4096}, 2, {-1, 0}, 1, 0},
+      {"NC few rows, uneven", {32, 1100}, 2, {-1, 0}, 1, 0},
   };
   const int thread_counts[] = {1, 2, 3, 7};
   th_seed(11);
@@ -121,6 +127,11 @@ int main(void) {
     float *x = malloc(n * sizeof *x), *dy = malloc(n * sizeof *dy);
     th_fill_normal(x, n, 1e3, 3.0); /* a large mean stresses the merges */
     th_fill_normal(dy, n, 0.0, 1.0);
+    if (strncmp(lc->name, "NC few rows", 11) == 0) {
+      size_t width = (size_t)lc->shape[1];
+      for (size_t i = 0; i < n; i++)
+        if (i % width >= width / 2) x[i] -= 1e3f;
+    }
     check_ops_bitwise(lc, x, dy);
     outputs first = {0};
     CHECK_OK(bnorm_set_num_threads(1));
