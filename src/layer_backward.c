@@ -167,6 +167,80 @@ static void training_dx_coefficients(const void *ctx, const double *sum_dy,
     bn_fold_center(sv->dtype, sv->stats, sv->center, b, c, c);
 }
 
+/* A float32 training backward without ghost batches on a few rows of
+ * many channels, on two threads or more, in blocks as forward_in_blocks
+ * goes: each thread takes a block of channels (their sums, then their dx
+ * coefficients), then a block of rows of dx. Results are those of one
+ * thread, bit for bit. */
+typedef struct backward_blocks {
+  const bnorm_saved *saved;
+  const bn_layout *layout;
+  const float *x, *dy;
+  float *dx;
+  double *sum_dy, *sum_dy_xc;
+  float *a, *b, *c;
+  bool fold_center;
+  size_t columns, rows; /* per block */
+} backward_blocks;
+
+static void block_sums(void *ctx, size_t block) {
+  const backward_blocks *j = ctx;
+  const bnorm_saved *sv = j->saved;
+  size_t first, n = bn_block_part(block, j->columns, sv->channels, &first);
+  bn_op_grad_sums_columns(j->layout, j->x, j->dy, sv->center, first, n,
+                          j->sum_dy, j->sum_dy_xc);
+  /* store_dx_coefficients' arithmetic, on the block. */
+  double count = (double)j->layout->reduce_count, inv_n = 1.0 / count;
+  int exponent;
+  bool by_inverse = count > 0.0 && frexp(count, &exponent) == 0.5;
+  dx_coefficients_group(n, false, by_inverse, count, inv_n,
+                        sv->xhat_scale + first, sv->inv_std + first,
+                        j->sum_dy + first, j->sum_dy_xc + first, j->a + first,
+                        j->b + first, j->c + first);
+  if (j->fold_center)
+    bn_fold_center(BNORM_FLOAT32, n, (const float *)sv->center + first,
+                   j->b + first, j->c + first, j->c + first);
+}
+
+static void block_dx(void *ctx, size_t block) {
+  const backward_blocks *j = ctx;
+  size_t rows = j->layout->total / j->saved->channels;
+  size_t first, n = bn_block_part(block, j->rows, rows, &first);
+  if (n == 0) return;
+  const float *center = j->fold_center ? NULL : j->saved->center;
+  bn_op_grad_input_rows(j->layout, j->x, j->dy, j->dx, first, n, center,
+                        j->a, j->b, j->c);
+}
+
+/* Runs the backward's sums and dx in blocks where that pays; false where
+ * it did nothing. `coefficients` has room for three float arrays. */
+static bool backward_in_blocks(const bnorm_saved *sv, const bn_layout *layout,
+                               const bnorm_backward_args *a, bool fold_center,
+                               double *sum_dy, double *sum_dy_xc,
+                               void *coefficients) {
+  size_t channels = sv->channels;
+  size_t blocks = bn_blocks_for(layout, channels);
+  if (blocks < 2 || !bn_op_grad_columns_fit(layout)) return false;
+  float *ca = coefficients;
+  backward_blocks j = {
+      .saved = sv,
+      .layout = layout,
+      .x = a->x,
+      .dy = a->dy,
+      .dx = a->dx,
+      .sum_dy = sum_dy,
+      .sum_dy_xc = sum_dy_xc,
+      .a = ca,
+      .b = ca + channels,
+      .c = ca + 2 * channels,
+      .fold_center = fold_center,
+      .columns = ((channels + blocks - 1) / blocks + 15) / 16 * 16,
+      .rows = (layout->total / channels + blocks - 1) / blocks};
+  bn_parallel_phases(blocks, block_sums, BN_IN_ORDER, block_dx, BN_IN_ORDER,
+                     &j);
+  return true;
+}
+
 static bnorm_status backward_checked(const bnorm_layer *layer,
                                      const bnorm_backward_args *a);
 
@@ -195,10 +269,16 @@ BN_VECTORIZED static bnorm_status backward_checked(
   double *sum_dy = p, *sum_dy_xc = sum_dy + stats;
   double *workspace = sum_dy_xc + stats;
 
-  if (a->dx && sv->training) {
-    dx_coefficients_args k = {
-        sv, layout.reduce_count,
-        bn_center_folds(t, stats, sv->center, sv->inv_std)};
+  bool training_dx = a->dx && sv->training;
+  bool fold = training_dx && bn_center_folds(t, stats, sv->center, sv->inv_std);
+  bool in_blocks =
+      training_dx && t == BNORM_FLOAT32 && sv->groups <= 1 &&
+      backward_in_blocks(sv, &layout, a, fold, sum_dy, sum_dy_xc,
+                         workspace + bn_op_grad_sums_workspace(&layout));
+  if (in_blocks) {
+    /* sums and dx done */
+  } else if (training_dx) {
+    dx_coefficients_args k = {sv, layout.reduce_count, fold};
     bn_op_grad_of(t, &layout, a->x, a->dy, a->dx, sv->center, k.fold_center,
                   training_dx_coefficients, &k, sum_dy, sum_dy_xc, workspace);
   } else {

@@ -356,13 +356,6 @@ BN_VECTORIZED static size_t plain_training_coefficients(
  * columns there made each core's prefetches pull the other's lines of y,
  * and ran 2-4 times slower. Results are those of one thread, bit for
  * bit. */
-enum {
-  COLUMN_BLOCK_MIN = 512,
-  /* Smaller tensors lost more to the meeting and to the coefficients that
-   * cross between the cores than they gained: NC 16x1024 trained 0.80x as
-   * fast in blocks, NC 32x1024 1.05x-1.08x. */
-  BLOCKS_MIN_ELEMENTS = 1 << 15
-};
 
 typedef struct column_job {
   const bnorm_layer *layer;
@@ -378,14 +371,10 @@ typedef struct column_job {
   size_t far[BN_MAX_TASKS]; /* per block */
 } column_job;
 
-static size_t part(size_t block, size_t per, size_t total, size_t *first) {
-  *first = block * per < total ? block * per : total;
-  return total - *first < per ? total - *first : per;
-}
-
 static void column_coefficients(void *ctx, size_t block) {
   column_job *j = ctx;
-  size_t first, n = part(block, j->columns, j->layer->channels, &first);
+  size_t first,
+      n = bn_block_part(block, j->columns, j->layer->channels, &first);
   forward_work *w = j->w;
   if (j->training) {
     bn_op_moments_columns(j->layout, j->x, first, n, w->mean, w->variance);
@@ -400,8 +389,8 @@ static void column_coefficients(void *ctx, size_t block) {
 
 static void row_output(void *ctx, size_t block) {
   column_job *j = ctx;
-  size_t first, n = part(block, j->rows, j->layout->total / j->layer->channels,
-                         &first), far = 0;
+  size_t rows = j->layout->total / j->layer->channels, first, far = 0,
+         n = bn_block_part(block, j->rows, rows, &first);
   for (size_t b = 0; b < j->blocks; b++) far += j->far[b];
   const forward_work *w = j->w;
   if (n == 0) return;
@@ -421,14 +410,9 @@ static size_t forward_in_blocks(const bnorm_layer *layer,
                                 float *y, forward_work *w, double *rho,
                                 bool training) {
   size_t channels = layer->channels;
-  int threads = bn_thread_count();
-  if (threads < 2 || channels < 2 * COLUMN_BLOCK_MIN ||
-      layout->total < BLOCKS_MIN_ELEMENTS || !bn_op_columns_fit(layout))
-    return SIZE_MAX;
-  size_t blocks = channels / COLUMN_BLOCK_MIN, rows = layout->total / channels;
-  if (blocks > (size_t)threads) blocks = (size_t)threads;
-  if (blocks > rows) blocks = rows;
-  if (blocks > BN_MAX_TASKS) blocks = BN_MAX_TASKS;
+  size_t blocks = bn_blocks_for(layout, channels);
+  if (blocks < 2 || !bn_op_columns_fit(layout)) return SIZE_MAX;
+  size_t rows = layout->total / channels;
   /* The folded offsets go after the offsets, in the room their double
    * array leaves a float one. */
   float *folded = (float *)w->offset + channels;

@@ -33,7 +33,8 @@ void bn_op_grad_scalar(const bn_layout *layout, const float *x, const float *dy,
 
 const bn_float_ops bn_float_ops_scalar = {
     bn_op_moments_scalar, bn_op_normalize_scalar, bn_op_grad_sums_scalar,
-    bn_op_grad_input_scalar, bn_op_grad_scalar, NULL, NULL, NULL};
+    bn_op_grad_input_scalar, bn_op_grad_scalar, NULL, NULL, NULL, NULL, NULL,
+    NULL};
 
 void bn_op_moments(const bn_layout *layout, const float *x, double *mean,
                    double *variance, double *workspace) {
@@ -84,4 +85,25 @@ void bn_op_normalize_rows(const bn_layout *layout, const float *x, float *y,
                           const float *scale, const float *offset) {
   bn_float_ops_current()->normalize_rows(layout, x, y, first, count, center,
                                          scale, offset);
+}
+
+bool bn_op_grad_columns_fit(const bn_layout *layout) {
+  const bn_float_ops *ops = bn_float_ops_current();
+  return ops->grad_columns_fit && ops->grad_columns_fit(layout);
+}
+
+void bn_op_grad_sums_columns(const bn_layout *layout, const float *x,
+                             const float *dy, const float *center,
+                             size_t first, size_t count, double *sum_dy,
+                             double *sum_dy_xc) {
+  bn_float_ops_current()->grad_sums_columns(layout, x, dy, center, first,
+                                            count, sum_dy, sum_dy_xc);
+}
+
+void bn_op_grad_input_rows(const bn_layout *layout, const float *x,
+                           const float *dy, float *dx, size_t first,
+                           size_t count, const float *center, const float *a,
+                           const float *b, const float *c) {
+  bn_float_ops_current()->grad_input_rows(layout, x, dy, dx, first, count,
+                                          center, a, b, c);
 }

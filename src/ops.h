@@ -111,6 +111,19 @@ void bn_op_moments_columns(const bn_layout *layout, const float *x,
 void bn_op_normalize_rows(const bn_layout *layout, const float *x, float *y,
                           size_t first, size_t count, const float *center,
                           const float *scale, const float *offset);
+/* The same for the backward: where bn_op_grad_columns_fit,
+ * bn_op_grad_sums_columns gives statistics [first, first + count) the
+ * sums bn_op_grad_sums gives them, and bn_op_grad_input_rows writes rows
+ * [first, first + count) of bn_op_grad_input's dx (b and c given). */
+bool bn_op_grad_columns_fit(const bn_layout *layout);
+void bn_op_grad_sums_columns(const bn_layout *layout, const float *x,
+                             const float *dy, const float *center,
+                             size_t first, size_t count, double *sum_dy,
+                             double *sum_dy_xc);
+void bn_op_grad_input_rows(const bn_layout *layout, const float *x,
+                           const float *dy, float *dx, size_t first,
+                           size_t count, const float *center, const float *a,
+                           const float *b, const float *c);
 
 /* The same operators over doubles, for float64 layers; coefficients are
  * doubles too. Workspace sizes are those of the float operators. */

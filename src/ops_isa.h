@@ -21,7 +21,7 @@ typedef struct bn_float_ops {
                float *dx, const float *center, bool center_folded,
                bn_dx_coefficients_fn coefficients, const void *ctx,
                double *sum_dy, double *sum_dy_xc, double *workspace);
-  /* NULL where the level has no column blocks (bn_op_columns_fit). */
+  /* NULL where the level has no blocks (bn_op_columns_fit). */
   bool (*columns_fit)(const bn_layout *layout);
   void (*moments_columns)(const bn_layout *layout, const float *x,
                           size_t first, size_t count, double *mean,
@@ -29,6 +29,14 @@ typedef struct bn_float_ops {
   void (*normalize_rows)(const bn_layout *layout, const float *x, float *y,
                          size_t first, size_t count, const float *center,
                          const float *scale, const float *offset);
+  bool (*grad_columns_fit)(const bn_layout *layout);
+  void (*grad_sums_columns)(const bn_layout *layout, const float *x,
+                            const float *dy, const float *center, size_t first,
+                            size_t count, double *sum_dy, double *sum_dy_xc);
+  void (*grad_input_rows)(const bn_layout *layout, const float *x,
+                          const float *dy, float *dx, size_t first,
+                          size_t count, const float *center, const float *a,
+                          const float *b, const float *c);
 } bn_float_ops;
 
 /* ops.c: portable C, any CPU. */
