@@ -113,8 +113,9 @@ int main(void) {
       {"NHWC two chunks", {8, 28, 28, 32}, 4, {-1, 0}, 1, 0},
       /* A few rows of many channels: forward and backward in 2, 3 or 7
        * blocks (of channels, a multiple of 16 each, the last one shorter,
-       * then of rows). Their second half of channels has mean 0: folded alone, its
-       * centers would change the output, and the fold is all or none. */
+       * then of rows). Their second half of channels has mean 0: folded
+       * alone, its centers would change the output, and the fold is all
+       * or none. */
       {"NC few rows", {16, 4096}, 2, {-1, 0}, 1, 0},
       {"NC few rows, uneven", {32, 1100}, 2, {-1, 0}, 1, 0},
   };
