@@ -356,8 +356,7 @@ BN_VECTORIZED static size_t plain_training_coefficients(
  * columns there made each core's prefetches pull the other's lines of y,
  * and ran 2-4 times slower. Results are those of one thread, bit for
  * bit. */
-
-typedef struct column_job {
+typedef struct forward_blocks {
   const bnorm_layer *layer;
   const bn_layout *layout;
   const float *x;
@@ -369,10 +368,10 @@ typedef struct column_job {
   size_t blocks;
   size_t columns, rows;     /* per block; columns a multiple of 16 */
   size_t far[BN_MAX_TASKS]; /* per block */
-} column_job;
+} forward_blocks;
 
 static void column_coefficients(void *ctx, size_t block) {
-  column_job *j = ctx;
+  forward_blocks *j = ctx;
   size_t first,
       n = bn_block_part(block, j->columns, j->layer->channels, &first);
   forward_work *w = j->w;
@@ -388,7 +387,7 @@ static void column_coefficients(void *ctx, size_t block) {
 }
 
 static void row_output(void *ctx, size_t block) {
-  column_job *j = ctx;
+  forward_blocks *j = ctx;
   size_t rows = j->layout->total / j->layer->channels, first, far = 0,
          n = bn_block_part(block, j->rows, rows, &first);
   for (size_t b = 0; b < j->blocks; b++) far += j->far[b];
@@ -403,7 +402,7 @@ static void row_output(void *ctx, size_t block) {
 }
 
 /* Runs a call's coefficients and output in blocks where that pays (see
- * column_job); returns the count of centers too far to fold, or SIZE_MAX
+ * forward_blocks); returns the count of centers too far to fold, or SIZE_MAX
  * where it did nothing. */
 static size_t forward_in_blocks(const bnorm_layer *layer,
                                 const bn_layout *layout, const float *x,
@@ -416,17 +415,18 @@ static size_t forward_in_blocks(const bnorm_layer *layer,
   /* The folded offsets go after the offsets, in the room their double
    * array leaves a float one. */
   float *folded = (float *)w->offset + channels;
-  column_job j = {.layer = layer,
-                  .layout = layout,
-                  .x = x,
-                  .y = y,
-                  .w = w,
-                  .folded = folded,
-                  .rho = rho,
-                  .training = training,
-                  .blocks = blocks,
-                  .columns = ((channels + blocks - 1) / blocks + 15) / 16 * 16,
-                  .rows = (rows + blocks - 1) / blocks};
+  forward_blocks j = {
+      .layer = layer,
+      .layout = layout,
+      .x = x,
+      .y = y,
+      .w = w,
+      .folded = folded,
+      .rho = rho,
+      .training = training,
+      .blocks = blocks,
+      .columns = ((channels + blocks - 1) / blocks + 15) / 16 * 16,
+      .rows = (rows + blocks - 1) / blocks};
   bn_parallel_phases(blocks, column_coefficients, BN_IN_ORDER, row_output,
                      BN_IN_ORDER, &j);
   size_t far = 0;
