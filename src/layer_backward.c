@@ -268,13 +268,15 @@ BN_VECTORIZED static bnorm_status backward_checked(
                    "bnorm_layer_backward: out of memory for the workspace");
   double *sum_dy = p, *sum_dy_xc = sum_dy + stats;
   double *workspace = sum_dy_xc + stats;
+  /* Where the passes called alone keep their coefficients. */
+  double *coefficients = workspace + bn_op_grad_sums_workspace(&layout);
 
   bool training_dx = a->dx && sv->training;
   bool fold = training_dx && bn_center_folds(t, stats, sv->center, sv->inv_std);
   bool in_blocks =
       training_dx && t == BNORM_FLOAT32 && sv->groups <= 1 &&
       backward_in_blocks(sv, &layout, a, fold, sum_dy, sum_dy_xc,
-                         workspace + bn_op_grad_sums_workspace(&layout));
+                         coefficients);
   if (in_blocks) {
     /* sums and dx done */
   } else if (training_dx) {
@@ -287,7 +289,7 @@ BN_VECTORIZED static bnorm_status backward_checked(
   }
   if (a->dx && !sv->training) {
     /* dx = a * dy: the sums only serve dgamma and dbeta. */
-    void *ca = workspace + bn_op_grad_sums_workspace(&layout);
+    void *ca = coefficients;
     void *cb = (char *)ca + stats * sizeof(double),
          *cc = (char *)cb + stats * sizeof(double);
     store_dx_coefficients(sv, layout.reduce_count, sum_dy, sum_dy_xc, ca, cb,

@@ -604,12 +604,10 @@ BN_VECTORIZED static bnorm_status forward_built(bnorm_layer *layer,
     written = far_centers != SIZE_MAX;
   }
   if (written) {
-    if (a->saved) bn_var_doubles(layer, BN_VAR_GAMMA, 1.0, w.gamma);
+    /* coefficients and output done */
   } else if (training && plain && !groups && t == BNORM_FLOAT32) {
     bn_op_moments(&layout, a->x, w.mean, w.variance, w.moments_workspace);
     far_centers = plain_training_coefficients(layer, rho, &w, 0, channels);
-    /* saved_factors, below, reads gamma as doubles. */
-    if (a->saved) bn_var_doubles(layer, BN_VAR_GAMMA, 1.0, w.gamma);
   } else if (training) {
     bn_op_moments_of(t, &layout, a->x, w.mean, w.variance, w.moments_workspace);
     /* Ghost batches feed the moving averages with the mean over ghost
@@ -651,8 +649,6 @@ BN_VECTORIZED static bnorm_status forward_built(bnorm_layer *layer,
   } else if (t == BNORM_FLOAT32) {
     /* Inference has no ghost batches: a statistic per channel. */
     far_centers = inference_coefficients(layer, rho, &w, 0, channels);
-    if (a->saved) /* as above */
-      bn_var_doubles(layer, BN_VAR_GAMMA, 1.0, w.gamma);
   } else {
     /* The moving statistics take the batch statistics' place. */
     bn_var_doubles(layer, BN_VAR_MOVING_MEAN, 0.0, w.mean);
@@ -667,6 +663,8 @@ BN_VECTORIZED static bnorm_status forward_built(bnorm_layer *layer,
     store_coefficients(t, stats, channels, w.mean, rho,
                        training ? w.xhat_scale : w.gamma,
                        training ? w.shift : w.beta, &w);
+  else if (a->saved) /* the one-loop paths: saved_factors reads gamma */
+    bn_var_doubles(layer, BN_VAR_GAMMA, 1.0, w.gamma);
 
   if (a->saved) {
     bnorm_saved *sv = a->saved;
@@ -690,16 +688,15 @@ BN_VECTORIZED static bnorm_status forward_built(bnorm_layer *layer,
     sv->valid = true;
   }
 
-  const void *center = w.center; /* saved above, unfolded */
-  if (written) {
-  } else if (far_centers == SIZE_MAX
-                 ? bn_center_folds(t, stats, w.center, rho)
-                 : far_centers == 0) {
-    bn_fold_center(t, stats, w.center, w.scale, w.offset, w.offset);
-    center = NULL;
-  }
-  if (!written)
+  if (!written) {
+    const void *center = w.center; /* saved above, unfolded */
+    if (far_centers == SIZE_MAX ? bn_center_folds(t, stats, w.center, rho)
+                                : far_centers == 0) {
+      bn_fold_center(t, stats, w.center, w.scale, w.offset, w.offset);
+      center = NULL;
+    }
     bn_op_normalize_of(t, &layout, a->x, a->y, center, w.scale, w.offset);
+  }
 
   if (update) {
     update->layer_id = layer->id;
