@@ -274,9 +274,18 @@ BN_VECTORIZED static bnorm_status backward_checked(
   if (in_blocks) {
     /* sums and dx done */
   } else if (training_dx) {
-    dx_coefficients_args k = {sv, layout.reduce_count, fold};
-    bn_op_grad_of(t, &layout, a->x, a->dy, a->dx, sv->center, k.fold_center,
-                  training_dx_coefficients, &k, sum_dy, sum_dy_xc, workspace);
+    /* Read by the other threads where they compute their own dx
+     * coefficients: kept, as the operator keeps its job (bn_keep_lines). */
+    static _Thread_local _Alignas(64) dx_coefficients_args kept;
+    dx_coefficients_args k;
+    memset(&k, 0, sizeof k);
+    k.saved = sv;
+    k.reduce_count = layout.reduce_count;
+    k.fold_center = fold;
+    bn_keep_lines(&kept, &k, sizeof k);
+    bn_op_grad_of(t, &layout, a->x, a->dy, a->dx, sv->center, fold,
+                  training_dx_coefficients, &kept, sum_dy, sum_dy_xc,
+                  workspace);
   } else {
     bn_op_grad_sums_of(t, &layout, a->x, a->dy, sv->center, sum_dy, sum_dy_xc,
                        workspace);

@@ -21,6 +21,7 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -263,6 +264,15 @@ static void *worker_main(void *arg) {
     if (p < j.threads) run_job(&j, p);
   }
   return NULL;
+}
+
+void bn_keep_lines(void *kept, const void *fresh, size_t bytes) {
+  unsigned char *to = kept;
+  const unsigned char *from = fresh;
+  for (size_t at = 0; at < bytes; at += CACHE_LINE) {
+    size_t n = bytes - at < CACHE_LINE ? bytes - at : CACHE_LINE;
+    if (memcmp(to + at, from + at, n) != 0) memcpy(to + at, from + at, n);
+  }
 }
 
 int bn_thread_count(void) {

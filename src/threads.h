@@ -35,4 +35,19 @@ void bn_parallel_phases(size_t tasks, bn_task_fn first, bn_order first_order,
 
 int bn_thread_count(void);
 
+/* Whether a job of `tasks` tasks goes to more threads than the caller. */
+static inline bool bn_job_is_shared(size_t tasks) {
+  return tasks >= 2 && tasks <= BN_MAX_TASKS && bn_thread_count() > 1;
+}
+
+/* Copies `bytes` from `fresh` to `kept` (aligned to 64 bytes), storing
+ * only the cache lines whose bytes differ. Shared jobs keep their context
+ * (the job, and the cut and layout it points to) this way, per calling
+ * thread, from one call to the next: a line stored again, even with the
+ * bytes it held, is taken from every other core, and each worker then
+ * fetches it back from the caller's, one line after the other as it follows
+ * the pointers (about 100 ns each). A layer called again on the same shape
+ * stores no line of it; bytes that differ only in padding cost a copy. */
+void bn_keep_lines(void *kept, const void *fresh, size_t bytes);
+
 #endif
