@@ -43,11 +43,13 @@ static bnorm_status check_backward_args(const bnorm_layer *layer,
 }
 
 /* One group's channels of store_dx_coefficients, with x / n as
- * x * inv_n where `by_inverse` (a constant at each call). */
+ * x * inv_n where `by_inverse` and the center folded into c where `fold`
+ * (constants at each call), as bn_fold_center folds it. */
 static inline void dx_coefficients_group(
-    size_t channels, bool f64, bool by_inverse, double n, double inv_n,
-    const double *restrict xhat_scale, const double *restrict rho,
-    const double *restrict s1, const double *restrict s2, void *ca,
+    size_t channels, bool f64, bool by_inverse, bool fold, double n,
+    double inv_n, const double *restrict xhat_scale,
+    const double *restrict rho, const double *restrict s1,
+    const double *restrict s2, const void *restrict center, void *ca,
     void *cb, void *cc) {
   for (size_t ch = 0; ch < channels; ch++) {
     double k = xhat_scale[ch] * rho[ch];
@@ -55,25 +57,31 @@ static inline void dx_coefficients_group(
     double bv = by_inverse ? bn * inv_n : bn / n;
     double cv = by_inverse ? cn * inv_n : cn / n;
     if (f64) {
+      if (fold) cv = cv - ((const double *)center)[ch] * bv;
       ((double *)ca)[ch] = k;
       ((double *)cb)[ch] = bv;
       ((double *)cc)[ch] = cv;
     } else {
+      float bf = (float)bv, cf = (float)cv;
+      if (fold) cf = (float)((double)cf - (double)((const float *)center)[ch] * bf);
       ((float *)ca)[ch] = (float)k;
-      ((float *)cb)[ch] = (float)bv;
-      ((float *)cc)[ch] = (float)cv;
+      ((float *)cb)[ch] = bf;
+      ((float *)cc)[ch] = cf;
     }
   }
 }
 
 /* dx = a*dy + b*(x - center) + c per statistic s = group * channels + ch,
  * in the dtype: a = k, b = -k*rho^2*sum(dy*(x-center))/n, c = -k*sum(dy)/n
- * with k = xhat_scale[ch]*rho (b and c only in training). One loop per
- * dtype, so that each vectorizes; x / n as x * (1 / n) where that is exact
- * (bn_power_of_two). */
+ * with k = xhat_scale[ch]*rho (b and c only in training), and the center
+ * folded into c where `fold` (bn_center_folds). One loop per dtype and
+ * case, so that each vectorizes (the fold in a loop of its own, unvectorized,
+ * took a third of the coefficients' time); x / n as x * (1 / n) where that
+ * is exact (bn_power_of_two). */
 BN_VECTORIZED static void store_dx_coefficients(
-    const bnorm_saved *sv, size_t reduce_count, const double *sum_dy,
-    const double *sum_dy_xc, void *ca, void *cb, void *cc) {
+    const bnorm_saved *sv, size_t reduce_count, bool fold,
+    const double *sum_dy, const double *sum_dy_xc, void *ca, void *cb,
+    void *cc) {
   double n = (double)reduce_count, inv_n = 1.0 / n;
   size_t channels = sv->channels;
   bool f64 = sv->dtype == BNORM_FLOAT64;
@@ -82,20 +90,22 @@ BN_VECTORIZED static void store_dx_coefficients(
   for (size_t first = 0; first < sv->stats; first += channels) {
     const double *rho = sv->inv_std + first, *s1 = sum_dy + first,
                  *s2 = sum_dy_xc + first;
+    const void *k = (const char *)sv->center + first * size;
     void *a = (char *)ca + first * size, *b = (char *)cb + first * size,
          *c = (char *)cc + first * size;
+#define BN_DX_GROUP(f64_, inverse_, fold_)                                    \
+  dx_coefficients_group(channels, f64_, inverse_, fold_, n, inv_n,            \
+                        sv->xhat_scale, rho, s1, s2, k, a, b, c)
     if (f64 && by_inverse)
-      dx_coefficients_group(channels, true, true, n, inv_n, sv->xhat_scale,
-                            rho, s1, s2, a, b, c);
+      fold ? BN_DX_GROUP(true, true, true) : BN_DX_GROUP(true, true, false);
     else if (f64)
-      dx_coefficients_group(channels, true, false, n, inv_n, sv->xhat_scale,
-                            rho, s1, s2, a, b, c);
+      fold ? BN_DX_GROUP(true, false, true) : BN_DX_GROUP(true, false, false);
     else if (by_inverse)
-      dx_coefficients_group(channels, false, true, n, inv_n, sv->xhat_scale,
-                            rho, s1, s2, a, b, c);
+      fold ? BN_DX_GROUP(false, true, true) : BN_DX_GROUP(false, true, false);
     else
-      dx_coefficients_group(channels, false, false, n, inv_n, sv->xhat_scale,
-                            rho, s1, s2, a, b, c);
+      fold ? BN_DX_GROUP(false, false, true)
+           : BN_DX_GROUP(false, false, false);
+#undef BN_DX_GROUP
   }
 }
 
@@ -157,10 +167,8 @@ static void training_dx_coefficients(const void *ctx, const double *sum_dy,
                                      const double *sum_dy_xc, void *a, void *b,
                                      void *c) {
   const dx_coefficients_args *k = ctx;
-  const bnorm_saved *sv = k->saved;
-  store_dx_coefficients(sv, k->reduce_count, sum_dy, sum_dy_xc, a, b, c);
-  if (k->fold_center)
-    bn_fold_center(sv->dtype, sv->stats, sv->center, b, c, c);
+  store_dx_coefficients(k->saved, k->reduce_count, k->fold_center, sum_dy,
+                        sum_dy_xc, a, b, c);
 }
 
 /* A float32 training backward without ghost batches on a few rows of
@@ -187,10 +195,10 @@ static void block_sums(void *ctx, size_t block) {
                           j->sum_dy, j->sum_dy_xc);
   /* store_dx_coefficients' arithmetic, on the block. */
   double count = (double)j->layout->reduce_count, inv_n = 1.0 / count;
-  dx_coefficients_group(n, false, bn_power_of_two(count), count, inv_n,
-                        sv->xhat_scale + first, sv->inv_std + first,
-                        j->sum_dy + first, j->sum_dy_xc + first, j->a + first,
-                        j->b + first, j->c + first);
+  dx_coefficients_group(n, false, bn_power_of_two(count), false, count,
+                        inv_n, sv->xhat_scale + first, sv->inv_std + first,
+                        j->sum_dy + first, j->sum_dy_xc + first, NULL,
+                        j->a + first, j->b + first, j->c + first);
   if (j->fold_center)
     bn_fold_center(BNORM_FLOAT32, n, (const float *)sv->center + first,
                    j->b + first, j->c + first, j->c + first);
@@ -295,8 +303,8 @@ BN_VECTORIZED static bnorm_status backward_checked(
     void *ca = coefficients;
     void *cb = (char *)ca + stats * sizeof(double),
          *cc = (char *)cb + stats * sizeof(double);
-    store_dx_coefficients(sv, layout.reduce_count, sum_dy, sum_dy_xc, ca, cb,
-                          cc);
+    store_dx_coefficients(sv, layout.reduce_count, false, sum_dy, sum_dy_xc,
+                          ca, cb, cc);
     bn_op_grad_input_of(t, &layout, a->x, a->dy, a->dx, sv->center, ca, NULL,
                         NULL);
   }
