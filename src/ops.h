@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "bnorm.h"
 
@@ -41,6 +42,20 @@ typedef struct bn_layout {
  * row-major order of the normalized axes. */
 void bn_layout_init(bn_layout *layout, const int64_t *shape, int rank,
                     const bool *normalized, size_t groups);
+
+/* Copies the dimensions `from` uses, with every other byte of `to` zero:
+ * equal layouts then compare equal byte for byte (bn_keep_lines). */
+static inline void bn_layout_copy(bn_layout *to, const bn_layout *from) {
+  memset(to, 0, sizeof *to);
+  to->dims = from->dims;
+  for (int d = 0; d < from->dims; d++) {
+    to->size[d] = from->size[d];
+    to->stat_stride[d] = from->stat_stride[d];
+  }
+  to->stats = from->stats;
+  to->reduce_count = from->reduce_count;
+  to->total = from->total;
+}
 
 /* Doubles of workspace bn_op_moments needs. */
 size_t bn_op_moments_workspace(const bn_layout *layout);

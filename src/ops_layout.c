@@ -2,13 +2,8 @@
  * type. */
 #include "ops_cut.h"
 
-#include <string.h>
-
 void bn_layout_init(bn_layout *layout, const int64_t *shape, int rank,
                     const bool *normalized, size_t groups) {
-  /* Every byte set, padding and unused dimensions too, so that equal
-   * layouts compare equal byte for byte (bn_keep_lines). */
-  memset(layout, 0, sizeof *layout);
   /* Expand to (size, stat_stride) pairs, splitting the batch for ghosts. */
   int64_t size[BNORM_MAX_RANK + 2], stride[BNORM_MAX_RANK + 2];
   int n = 0;
