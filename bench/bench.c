@@ -239,6 +239,9 @@ static int bench_shape_cases(const options *o, const bench_shape *s,
       bench_cell *ct = &row->cell[BENCH_IMPL_TORCH];
       int torch_calls = 0;
       if (torch) {
+        /* PyTorch sets its calls per repetition now, in its process: not
+         * while bnorm's and oneDNN's threads still spin from their checks. */
+        bench_settle(o->timing.settle_s);
         ct->present = true;
         ct->threads = threads;
         bench_torch_case(torch, index, pass, threads, o->timing.min_rep_s,

@@ -126,6 +126,10 @@ typedef struct bench_timing {
 /* Rounds of interleaved repetitions. */
 enum { BENCH_ROUNDS = 3 };
 
+/* Sleeps `seconds`: the pause before a runner's turn, in which the other
+ * runners' idle threads stop spinning. */
+void bench_settle(double seconds);
+
 /* Times the runners in BENCH_ROUNDS rounds; in each, every runner runs its
  * warm-up repetitions and then its share of the timed ones, after a pause
  * of settle_s, so that drifts of a noisy machine hit them alike. Cold: the

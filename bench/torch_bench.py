@@ -233,9 +233,17 @@ class Server:
                   "%.3g)" % (name, err), file=sys.stderr)
             return "mismatch %.6g 0" % err
         if not cold:
-            t0 = time.perf_counter()
-            fn()
-            once = time.perf_counter() - t0
+            # As bnorm-bench sets its own runners' calls (timing.c): from
+            # min_rep_s of warm calls, after min_rep_s of warm-up, not from
+            # one call, which may wait for the threads to wake.
+            for _ in range(2):
+                done, t0 = 0, time.perf_counter()
+                elapsed = 0.0
+                while elapsed < min_rep_s and done < 100000:
+                    fn()
+                    done += 1
+                    elapsed = time.perf_counter() - t0
+                once = elapsed / done
             if 0 < once < min_rep_s:
                 self.calls = min(100000, int(-(-min_rep_s // once)))
         self.fn = fn
