@@ -5,7 +5,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 
-int th_passed, th_failed;
+_Atomic int th_passed, th_failed;
 
 bool th_check(bool ok, const char *file, int line, const char *fmt, ...) {
   if (ok) {

@@ -7,7 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-extern int th_passed, th_failed;
+/* Atomic: tests may check from several threads at once. */
+extern _Atomic int th_passed, th_failed;
 
 /* Records one check; prints the location and message when it fails. */
 bool th_check(bool ok, const char *file, int line, const char *fmt, ...)

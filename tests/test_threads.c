@@ -1,6 +1,7 @@
 /* Results are bit-identical for any number of threads: the operators cut
  * work independently of the thread count and combine it in a fixed order. */
 #include <bnorm.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -95,6 +96,96 @@ static void check_ops_bitwise(const layout_case *lc, const float *x,
   free(work), free(base), free(got), free(center);
 }
 
+/* Two threads of the program call bnorm at once, each on its own layer
+ * and shape: the pool runs one job at a time, and each calling thread
+ * keeps its own job contexts (bn_keep_lines), so each must see its own
+ * results, bit for bit, call after call. */
+typedef struct caller {
+  layout_case lc;
+  float *x, *dy;
+  size_t n;
+  outputs expected;
+  bool same; /* every call's outputs equal `expected` */
+} caller;
+
+static bool same_outputs(const outputs *a, const outputs *b, size_t n,
+                         size_t channels) {
+  return memcmp(a->y, b->y, n * sizeof(float)) == 0 &&
+         memcmp(a->dx, b->dx, n * sizeof(float)) == 0 &&
+         memcmp(a->dgamma, b->dgamma, channels * sizeof(float)) == 0 &&
+         memcmp(a->dbeta, b->dbeta, channels * sizeof(float)) == 0;
+}
+
+/* `steps` training steps (forward and backward) on a new layer, into
+ * `out`, without the harness's checks; with `compare`, until one differs
+ * from c->expected. False where a call failed or differed. */
+static bool train_steps(const caller *c, outputs *out, int steps,
+                        bool compare) {
+  const layout_case *lc = &c->lc;
+  size_t channels = (size_t)lc->shape[lc->rank - 1];
+  bnorm_config cfg;
+  bnorm_config_init(&cfg);
+  bnorm_layer *layer = NULL;
+  bnorm_saved *saved = NULL;
+  *out = (outputs){malloc(c->n * sizeof(float)), malloc(c->n * sizeof(float)),
+                   malloc(channels * sizeof(float)),
+                   malloc(channels * sizeof(float)), NULL};
+  bool ok = out->y && out->dx && out->dgamma && out->dbeta &&
+            bnorm_layer_create(&cfg, &layer) == BNORM_OK &&
+            bnorm_layer_build(layer, lc->shape, lc->rank) == BNORM_OK &&
+            bnorm_saved_create(&saved) == BNORM_OK;
+  bnorm_forward_args fa = {c->x, out->y, lc->shape, lc->rank, true, NULL,
+                           saved};
+  bnorm_backward_args ba = {saved,    c->x,   c->dy,       lc->shape,
+                            lc->rank, out->dx, out->dgamma, out->dbeta};
+  /* The moving statistics change from step to step; y, dx, dgamma and
+   * dbeta do not. */
+  for (int i = 0; i < steps && ok; i++)
+    ok = bnorm_layer_forward(layer, &fa) == BNORM_OK &&
+         bnorm_layer_backward(layer, &ba) == BNORM_OK &&
+         (!compare || same_outputs(&c->expected, out, c->n, channels));
+  bnorm_saved_destroy(saved);
+  bnorm_layer_destroy(layer);
+  return ok;
+}
+
+static void *call_repeatedly(void *arg) {
+  caller *c = arg;
+  outputs got;
+  c->same = train_steps(c, &got, 6000, true);
+  free_outputs(&got);
+  return NULL;
+}
+
+static void check_concurrent_callers(void) {
+  caller callers[2] = {
+      {.lc = {"NHWC small", {8, 7, 7, 32}, 4, {-1, 0}, 1, 0}},
+      {.lc = {"NHWC small, 48", {8, 7, 7, 48}, 4, {-1, 0}, 1, 0}}};
+  CHECK_OK(bnorm_set_num_threads(2));
+  for (int k = 0; k < 2; k++) {
+    caller *c = &callers[k];
+    c->n = 8 * 7 * 7 * (size_t)c->lc.shape[3];
+    c->x = malloc(c->n * sizeof(float));
+    c->dy = malloc(c->n * sizeof(float));
+    th_fill_normal(c->x, c->n, 0.5, 2.0);
+    th_fill_normal(c->dy, c->n, 0.0, 1.0);
+    CHECK(train_steps(c, &c->expected, 1, false));
+  }
+  pthread_t threads[2];
+  bool started[2];
+  for (int k = 0; k < 2; k++)
+    started[k] = CHECK(pthread_create(&threads[k], NULL, call_repeatedly,
+                                      &callers[k]) == 0);
+  for (int k = 0; k < 2; k++) {
+    if (started[k] && CHECK(pthread_join(threads[k], NULL) == 0))
+      CHECKF(callers[k].same, "%s: a call beside another thread's differs",
+             callers[k].lc.name);
+    free_outputs(&callers[k].expected);
+    free(callers[k].x);
+    free(callers[k].dy);
+  }
+}
+
 int main(void) {
   const layout_case cases[] = {
       {"NHWC", {16, 28, 28, 32}, 4, {-1, 0}, 1, 0},
@@ -160,6 +251,7 @@ int main(void) {
     free(x);
     free(dy);
   }
+  check_concurrent_callers();
   CHECK_STATUS(bnorm_set_num_threads(-1), BNORM_ERR_INVALID_ARGUMENT);
   CHECK_OK(bnorm_set_num_threads(0));
   CHECK(bnorm_get_num_threads() >= 1);
