@@ -63,7 +63,8 @@ static inline void dx_coefficients_group(
       ((double *)cc)[ch] = cv;
     } else {
       float bf = (float)bv, cf = (float)cv;
-      if (fold) cf = (float)((double)cf - (double)((const float *)center)[ch] * bf);
+      if (fold)
+        cf = (float)((double)cf - (double)((const float *)center)[ch] * bf);
       ((float *)ca)[ch] = (float)k;
       ((float *)cb)[ch] = bf;
       ((float *)cc)[ch] = cf;
