@@ -131,8 +131,8 @@ void bench_time_runners(bench_runner *runners, int count, bool cold,
      * threads no longer spin on the CPUs this one's need. */
     if (count > 1 && timing->settle_s > 0) bench_settle(timing->settle_s);
     double once = 0;
-    for (int warm = 0; !runners[r].failed && warm < 2; warm++) {
-      /* First the warm-up, then the timed calls: each lasts min_rep_s. */
+    for (int batch = 0; !runners[r].failed && batch < 2; batch++) {
+      /* The warm-up, then the timed calls: each lasts min_rep_s. */
       long done = 0;
       double start = bench_now(), elapsed = 0;
       while (elapsed < timing->min_rep_s && done < 100000) {
