@@ -349,8 +349,8 @@ static void run_parallel(size_t tasks, bn_task_fn first, bn_order first_order,
                          void *ctx) {
   bool first_last = first_order == BN_LAST_FIRST,
        second_last = second_order == BN_LAST_FIRST;
-  int threads = tasks < 2 || tasks > BN_MAX_TASKS ? 1 : bn_thread_count();
-  if (threads > 1) threads = ensure_workers(threads);
+  int threads = bn_job_is_shared(tasks) ? ensure_workers(bn_thread_count())
+                                         : 1;
   if ((size_t)threads > tasks) threads = (int)tasks;
   if (threads <= 1) {
     for (size_t k = 0; k < tasks; k++)
