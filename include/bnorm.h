@@ -110,7 +110,17 @@ BNORM_API int bnorm_get_num_threads(void);
  * before they sleep: waking a sleeping thread costs 0.1-0.4 ms on a virtual
  * machine. BNORM_SPIN_US=0 makes them sleep at once, which leaves the CPUs
  * to other thread pools (BLAS, OpenMP) between bnorm calls. Read once, when
- * the first worker starts. */
+ * the first worker starts.
+ *
+ * A layer call on at most 131072 elements (128 Ki), made with two threads
+ * or more, runs on all of them or on the calling thread alone, whichever
+ * has been faster lately for that layer, pass and shape on the calling
+ * thread: each such call is timed now and then both ways. On tensors of
+ * tens of kilobytes the second thread saves a few hundred nanoseconds at
+ * best, and on shared or virtual machines it is slower than one for
+ * minutes at a time. Results are the same bits either way.
+ * BNORM_SMALL_CALLS=share makes every call use all the threads (read
+ * once). */
 
 /* ------------------------------------------------------------------------- */
 /* Instruction sets                                                          */

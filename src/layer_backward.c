@@ -4,6 +4,7 @@
  *   inference: dx = s*rho*dy with the moving statistics,
  *   dgamma = a_s*r*sum(dy*xhat) + (a_s*d + a_b)*sum(dy),  dbeta = sum(dy). */
 #include "layer_state.h"
+#include "share_choice.h"
 
 #include <string.h>
 
@@ -251,7 +252,11 @@ bnorm_status bnorm_layer_backward(const bnorm_layer *layer,
                                   const bnorm_backward_args *a) {
   bnorm_status status = check_backward_args(layer, a);
   if (status != BNORM_OK) return status;
-  return backward_checked(layer, a);
+  bn_share_trial trial;
+  bn_share_begin(&trial, layer, 2, bn_share_elements(a->shape, a->rank));
+  status = backward_checked(layer, a);
+  bn_share_end(&trial, status == BNORM_OK);
+  return status;
 }
 
 BN_VECTORIZED static bnorm_status backward_checked(

@@ -1,6 +1,7 @@
 /* The layer's call: mode resolution, batch statistics, renorm, adjustment,
  * the output, and the moving-average updates. */
 #include "layer_state.h"
+#include "share_choice.h"
 #include "threads.h"
 
 #include <math.h>
@@ -503,7 +504,14 @@ bnorm_status bnorm_layer_forward(bnorm_layer *layer,
                                  const bnorm_forward_args *args) {
   bnorm_status status = check_forward_args(layer, args);
   if (status != BNORM_OK) return status;
-  if (layer->built) return forward_built(layer, args);
+  if (layer->built) {
+    bn_share_trial trial;
+    bn_share_begin(&trial, layer, args->training ? 0 : 1,
+                   bn_share_elements(args->shape, args->rank));
+    status = forward_built(layer, args);
+    bn_share_end(&trial, status == BNORM_OK);
+    return status;
+  }
   /* Keras builds a layer on its first call. A call that then fails must not
    * leave it built. */
   bnorm_config before = layer->config;

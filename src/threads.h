@@ -33,7 +33,13 @@ void bn_parallel_for(size_t tasks, bn_order order, bn_task_fn fn, void *ctx);
 void bn_parallel_phases(size_t tasks, bn_task_fn first, bn_order first_order,
                         bn_task_fn second, bn_order second_order, void *ctx);
 
+/* The threads a job of the calling thread may use: bnorm_get_num_threads(),
+ * or fewer while bn_limit_thread holds it. */
 int bn_thread_count(void);
+
+/* Limits the calling thread's jobs to `limit` threads (0: no limit) and
+ * returns the limit it replaces, for the caller to restore. */
+int bn_limit_thread(int limit);
 
 /* Whether a job of `tasks` tasks goes to more threads than the caller. */
 static inline bool bn_job_is_shared(size_t tasks) {
