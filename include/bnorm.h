@@ -119,8 +119,16 @@ BNORM_API int bnorm_get_num_threads(void);
  * tens of kilobytes the second thread saves a few hundred nanoseconds at
  * best, and on shared or virtual machines it is slower than one for
  * minutes at a time. Results are the same bits either way.
- * BNORM_SMALL_CALLS=share makes every call use all the threads (read
- * once). */
+ * bnorm_set_small_calls(BNORM_SMALL_CALLS_SHARE), or BNORM_SMALL_CALLS=share
+ * in the environment (read once, at the first such call, unless the setter
+ * came first), makes every call use all the threads. Process-wide. */
+typedef enum bnorm_small_calls {
+  BNORM_SMALL_CALLS_CHOOSE = 0, /* the faster way lately (the default) */
+  BNORM_SMALL_CALLS_SHARE = 1   /* all threads, as larger calls */
+} bnorm_small_calls;
+/* BNORM_ERR_INVALID_ARGUMENT for a value outside the enum. */
+BNORM_API bnorm_status bnorm_set_small_calls(bnorm_small_calls mode);
+BNORM_API bnorm_small_calls bnorm_get_small_calls(void);
 
 /* ------------------------------------------------------------------------- */
 /* Instruction sets                                                          */

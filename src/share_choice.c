@@ -135,20 +135,38 @@ size_t bn_share_elements(const int64_t *shape, int rank) {
 
 /* ---- the calling thread's records ---- */
 
-enum { MODE_UNREAD, MODE_CHOOSE, MODE_SHARE };
+/* bnorm_small_calls + 1; 0 until set or read from the environment. */
 static atomic_int mode;
 
 /* $BNORM_SMALL_CALLS: "share" shares every call; other text is ignored.
- * Threads that read it at once store the same. */
-static bool always_share(void) {
+ * Read only while the mode is unset: a setter's value stays. */
+static bnorm_small_calls current_mode(void) {
   int m = atomic_load_explicit(&mode, memory_order_relaxed);
-  if (m == MODE_UNREAD) {
+  if (m == 0) {
     const char *env = getenv("BNORM_SMALL_CALLS");
-    m = env && strcmp(env, "share") == 0 ? MODE_SHARE : MODE_CHOOSE;
-    atomic_store_explicit(&mode, m, memory_order_relaxed);
+    int read = 1 + (env && strcmp(env, "share") == 0
+                        ? BNORM_SMALL_CALLS_SHARE
+                        : BNORM_SMALL_CALLS_CHOOSE);
+    atomic_compare_exchange_strong(&mode, &m, read);
+    m = atomic_load_explicit(&mode, memory_order_relaxed);
   }
-  return m == MODE_SHARE;
+  return (bnorm_small_calls)(m - 1);
 }
+
+bnorm_status bnorm_set_small_calls(bnorm_small_calls small_calls) {
+  if (small_calls != BNORM_SMALL_CALLS_CHOOSE &&
+      small_calls != BNORM_SMALL_CALLS_SHARE)
+    return bn_fail(BNORM_ERR_INVALID_ARGUMENT,
+                   "bnorm_set_small_calls: %d is neither "
+                   "BNORM_SMALL_CALLS_CHOOSE (0) nor BNORM_SMALL_CALLS_SHARE "
+                   "(1)",
+                   (int)small_calls);
+  atomic_store(&mode, 1 + (int)small_calls);
+  bn_clear_error();
+  return BNORM_OK;
+}
+
+bnorm_small_calls bnorm_get_small_calls(void) { return current_mode(); }
 
 /* Sets of a few records each: kinds of call that land in the same set
  * still keep their records, up to the set's size, and the least recently
@@ -194,7 +212,7 @@ void bn_share_begin(bn_share_trial *trial, const void *site, int pass,
   trial->record = NULL;
   int threads = bn_thread_count();
   if (threads < 2 || elements > BN_SHARE_CHOICE_MAX_ELEMENTS) return;
-  if (always_share()) return;
+  if (current_mode() == BNORM_SMALL_CALLS_SHARE) return;
   trial->record = record_of(site, pass, elements, threads);
   trial->shared = bn_share_pick(trial->record, &trial->timed);
   /* The time of a call alone includes setting and restoring its limit. */

@@ -12,8 +12,8 @@
  * other way now and then. Results never depend on the choice: they are
  * bit-identical for any thread count.
  *
- * $BNORM_SMALL_CALLS=share turns this off (every call shares, as large ones
- * always do); it is read once. */
+ * bnorm_set_small_calls(BNORM_SMALL_CALLS_SHARE) or $BNORM_SMALL_CALLS=share
+ * turns this off (every call shares, as large ones always do). */
 #ifndef BNORM_SHARE_CHOICE_H
 #define BNORM_SHARE_CHOICE_H
 

@@ -275,7 +275,35 @@ static void results_do_not_depend_on_the_choice(void) {
   CHECK_OK(bnorm_set_num_threads(0));
 }
 
+/* The setting: $BNORM_SMALL_CALLS gives its first value (ctest runs this
+ * program again with it set to "share"), the setter any later one. */
+static void the_setting(void) {
+  const char *env = getenv("BNORM_SMALL_CALLS");
+  bnorm_small_calls from_env = env && strcmp(env, "share") == 0
+                                   ? BNORM_SMALL_CALLS_SHARE
+                                   : BNORM_SMALL_CALLS_CHOOSE;
+  CHECK(bnorm_get_small_calls() == from_env);
+  CHECK_OK(bnorm_set_num_threads(2));
+  int site;
+  bn_share_trial t;
+  CHECK_OK(bnorm_set_small_calls(BNORM_SMALL_CALLS_SHARE));
+  CHECK(bnorm_get_small_calls() == BNORM_SMALL_CALLS_SHARE);
+  bn_share_begin(&t, &site, 0, 1000);
+  CHECK(t.record == NULL && bn_thread_count() == 2);
+  bn_share_end(&t, true);
+  CHECK_STATUS(bnorm_set_small_calls((bnorm_small_calls)2),
+               BNORM_ERR_INVALID_ARGUMENT);
+  CHECK(strstr(bnorm_last_error(), "bnorm_set_small_calls") != NULL);
+  CHECK(bnorm_get_small_calls() == BNORM_SMALL_CALLS_SHARE);
+  CHECK_OK(bnorm_set_small_calls(BNORM_SMALL_CALLS_CHOOSE));
+  bn_share_begin(&t, &site, 0, 1000);
+  CHECK(t.record != NULL);
+  bn_share_end(&t, true);
+  CHECK_OK(bnorm_set_num_threads(0));
+}
+
 int main(void) {
+  the_setting();
   first_calls();
   follows_the_faster_way();
   trials_back_off();

@@ -16,7 +16,9 @@ cast back to float16; variables stay float32. The compat.v1 layer takes the
 dtype of its first input.
 
 Threads and instruction sets: set_num_threads(n) (results are bit-identical
-for any count), set_max_isa("scalar" | "avx2" | "avx512"), get_isa().
+for any count), set_small_calls("choose" | "share") (whether calls on small
+tensors run on the faster of one thread and all, or always on all),
+set_max_isa("scalar" | "avx2" | "avx512"), get_isa().
 
 Not supported (clear errors): synchronized=True, mask, activity_regularizer.
 """
@@ -25,8 +27,8 @@ from .errors import (BnormError, CallbackError, CorruptError,  # noqa: F401
                      InvalidArgumentError, InvalidConfigError, NotFoundError,
                      ShapeError, StateError, UnsupportedError)
 from .layer import BatchNormalization, Variable, clear_session  # noqa: F401
-from .runtime import (get_isa, get_num_threads, set_max_isa,  # noqa: F401
-                      set_num_threads)
+from .runtime import (get_isa, get_num_threads, get_small_calls,  # noqa: F401
+                      set_max_isa, set_num_threads, set_small_calls)
 from . import objects  # noqa: F401
 from . import compat  # noqa: F401
 from . import objects as initializers  # noqa: F401

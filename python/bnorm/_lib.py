@@ -195,6 +195,8 @@ _PROTOTYPES = {
     "bnorm_last_error": (c_char_p, []),
     "bnorm_set_num_threads": (c_int, [c_int]),
     "bnorm_get_num_threads": (c_int, []),
+    "bnorm_set_small_calls": (c_int, [c_int]),
+    "bnorm_get_small_calls": (c_int, []),
     "bnorm_set_max_isa": (c_int, [c_int]),
     "bnorm_get_isa": (c_int, []),
     "bnorm_isa_name": (c_char_p, [c_int]),

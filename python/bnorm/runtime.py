@@ -1,4 +1,5 @@
-"""Process-wide settings of the C library: threads and instruction sets."""
+"""Process-wide settings of the C library: threads, small calls and
+instruction sets."""
 from __future__ import annotations
 
 from . import _lib
@@ -21,6 +22,29 @@ def set_num_threads(threads):
 
 def get_num_threads():
     return int(lib.bnorm_get_num_threads())
+
+
+# bnorm_small_calls
+SMALL_CALLS = ("choose", "share")
+
+
+def set_small_calls(mode):
+    """How a call on at most 2**17 elements, with two threads or more, takes
+    its threads: "choose" (the default) runs it on all of them or on the
+    calling thread alone, whichever that thread has timed faster lately for
+    the layer, pass and size; "share" always uses all of them. Results are
+    the same bits either way. $BNORM_SMALL_CALLS=share sets the first
+    value."""
+    if mode not in SMALL_CALLS:
+        raise ValueError("set_small_calls: %r is not one of %s" %
+                         (mode, SMALL_CALLS))
+    status = lib.bnorm_set_small_calls(SMALL_CALLS.index(mode))
+    if status != _lib.OK:
+        raise error_for(status)
+
+
+def get_small_calls():
+    return SMALL_CALLS[lib.bnorm_get_small_calls()]
 
 
 def set_max_isa(name):

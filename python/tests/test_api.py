@@ -587,6 +587,28 @@ def test_save_load_variables(tmp_path):
 
 # ------------------------------------------------------------- runtime
 
+def test_small_calls():
+    x = data((8, 7, 7, 32))
+    before = (bnorm.get_num_threads(), bnorm.get_small_calls())
+    try:
+        bnorm.set_num_threads(2)
+        outs = []
+        for mode in ("share", "choose"):
+            bnorm.set_small_calls(mode)
+            assert bnorm.get_small_calls() == mode
+            layer = BN()
+            # choose: the first calls share, the next ones run alone
+            outs.append([layer(x, training=True) for _ in range(10)])
+        for a, b in zip(*outs):
+            np.testing.assert_array_equal(a, b)  # bit-identical
+        with pytest.raises(ValueError, match="alone"):
+            bnorm.set_small_calls("alone")
+    finally:
+        bnorm.set_num_threads(0)
+        bnorm.set_small_calls(before[1])
+    assert (bnorm.get_num_threads(), bnorm.get_small_calls()) == before
+
+
 def test_threads_and_isa():
     x = data((64, 16))
     before = (bnorm.get_num_threads(), bnorm.get_isa())
