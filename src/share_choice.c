@@ -133,7 +133,7 @@ size_t bn_share_elements(const int64_t *shape, int rank) {
   return count;
 }
 
-/* ---- the calling thread's records ---- */
+/* ---- the setting ---- */
 
 /* bnorm_small_calls + 1; 0 until set or read from the environment. */
 static atomic_int mode;
@@ -167,6 +167,8 @@ bnorm_status bnorm_set_small_calls(bnorm_small_calls small_calls) {
 }
 
 bnorm_small_calls bnorm_get_small_calls(void) { return current_mode(); }
+
+/* ---- the calling thread's records ---- */
 
 /* Sets of a few records each: kinds of call that land in the same set
  * still keep their records, up to the set's size, and the least recently
