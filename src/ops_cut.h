@@ -118,14 +118,26 @@ static inline void bn_cut_split(bn_cut *cut) {
  * moments split it too where each row reduces into one statistic (NCHW),
  * whose short runs make the pass costly per element: NCHW 8x32x7x7 and
  * 8x64x14x14 train 1.43x faster on two threads, even on one. Rows that
- * span statistics (NHWC) keep one chunk: a second chunk's blocks, pivots
- * and merge cost one thread 3-9% on 50 KB, and two threads gained nothing
- * from it. */
+ * span statistics (NHWC) split only where each half holds at least
+ * BN_CHUNK_ELEMENTS_PER_STATE elements per double of its state, the
+ * measure chunks grow by: a second chunk's pivots, state and merge cost
+ * one thread 3-9% on NHWC 8x7x7x32 (half: 33 elements per double), and
+ * two threads gained nothing from it there, nor on 16x7x7x64 (65: 0.91x);
+ * 8x14x14x32 (130) trains 1.20x faster on two threads and 0.98x on one,
+ * 32x8x8x64 (170) 1.33x and 1.00x. Without the split the caller reads all
+ * of x in the moments pass while the other threads wait. */
+static inline bool bn_moments_halves_pay(const bn_layout *l,
+                                         const bn_cut *cut) {
+  return l->total / 2 >=
+         BN_CHUNK_ELEMENTS_PER_STATE * bn_chunk_moments_doubles(l, cut);
+}
+
 static inline void bn_cut_init(bn_cut *cut, const bn_layout *l,
                                bn_reduction reduction) {
   bn_cut_init_whole(cut, l, reduction);
   if (bn_cut_splits(cut) &&
-      (reduction == BN_GRAD_SUMS || cut->stat_step == 0))
+      (reduction == BN_GRAD_SUMS || cut->stat_step == 0 ||
+       bn_moments_halves_pay(l, cut)))
     bn_cut_split(cut);
 }
 

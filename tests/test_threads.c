@@ -208,6 +208,10 @@ int main(void) {
       /* One chunk, which the elementwise passes halve for two threads. */
       {"NHWC small", {8, 7, 7, 32}, 4, {-1, 0}, 1, 0},
       {"NCHW small", {8, 32, 7, 7}, 4, {1, 0}, 1, 0},
+      /* One chunk whose moments go in halves too (bn_moments_halves_pay),
+       * for any thread count. */
+      {"NHWC one chunk, moments in halves", {8, 14, 14, 32}, 4, {-1, 0}, 1,
+       0},
       /* Two whole chunks: the backward's passes in one job of two phases,
        * as for the halves above. */
       {"NHWC two chunks", {8, 28, 28, 32}, 4, {-1, 0}, 1, 0},
