@@ -190,6 +190,27 @@ static void begin_and_end(void) {
     CHECKF(ways_a[i] == (i < 4) && ways_b[i] == (i < 4),
            "call %d of a kind: %d and %d", i, ways_a[i], ways_b[i]);
 
+  /* Many kinds of call, interleaved, keep their records: each goes
+   * through its own first calls. (Whether 24 kinds fit depends on how
+   * they hash into the sets; that any set fills is about 5e-6 likely.) */
+  {
+    enum { KINDS = 24 };
+    static char sites[KINDS];
+    bool ways[KINDS][8];
+    for (int i = 0; i < 8; i++)
+      for (int k = 0; k < KINDS; k++) {
+        bn_share_trial tk;
+        bn_share_begin(&tk, &sites[k], 0, 4096);
+        ways[k][i] = tk.shared;
+        bn_share_end(&tk, true);
+      }
+    int wrong = 0;
+    for (int k = 0; k < KINDS; k++)
+      for (int i = 0; i < 8; i++) wrong += ways[k][i] != (i < 4);
+    CHECKF(wrong == 0, "%d of %d interleaved calls did not follow their "
+           "kind's first calls", wrong, 8 * KINDS);
+  }
+
   /* Large tensors and one thread are not chosen for. */
   bn_share_trial t;
   bn_share_begin(&t, &site_a, 0, (size_t)BN_SHARE_CHOICE_MAX_ELEMENTS + 1);
