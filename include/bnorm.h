@@ -114,8 +114,9 @@ BNORM_API int bnorm_get_num_threads(void);
  *
  * A layer call on at most 131072 elements (128 Ki), made with two threads
  * or more, runs on all of them or on the calling thread alone, whichever
- * has been faster lately for that layer, pass and shape on the calling
- * thread: each such call is timed now and then both ways. On tensors of
+ * has been faster lately for that layer, pass and size (element counts
+ * within an octave count as one size) on the calling thread: each such
+ * call is timed now and then both ways. On tensors of
  * tens of kilobytes the second thread saves a few hundred nanoseconds at
  * best, and on shared or virtual machines it is slower than one for
  * minutes at a time. Results are the same bits either way.

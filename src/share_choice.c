@@ -127,6 +127,11 @@ void bn_share_learn(bn_share_record *record, bool shared, uint64_t ticks) {
   if (record->samples[shared] < BN_SHARE_SAMPLES) record->samples[shared]++;
 }
 
+uint64_t bn_share_per_kilo(uint64_t ticks, size_t elements) {
+  uint64_t per = elements > 0 ? elements : 1;
+  return ticks < UINT64_MAX / 1024 ? ticks * 1024 / per : ticks / per * 1024;
+}
+
 size_t bn_share_elements(const int64_t *shape, int rank) {
   size_t count = 1;
   for (int d = 0; d < rank; d++)
@@ -186,10 +191,19 @@ static _Thread_local struct {
 
 /* The record of a kind of call. The thread count is part of the kind:
  * sharing with more threads is another way. */
-static bn_share_record *record_of(const void *site, int pass, size_t elements,
+static int size_class(size_t elements) {
+  int octave = 0;
+  while (elements > 1) {
+    elements >>= 1;
+    octave++;
+  }
+  return octave;
+}
+
+static bn_share_record *record_of(const void *site, int pass, int size,
                                   int threads) {
   uint64_t hash = ((uint64_t)(uintptr_t)site +
-                   (uint64_t)elements * 0xc2b2ae3d27d4eb4fu +
+                   (uint64_t)size * 0xc2b2ae3d27d4eb4fu +
                    (uint64_t)pass * 0x165667b19e3779f9u +
                    (uint64_t)threads * 0x27d4eb2f165667c5u) *
                   0x9e3779b97f4a7c15u;
@@ -200,7 +214,7 @@ static bn_share_record *record_of(const void *site, int pass, size_t elements,
   for (int w = 0; w < RECORD_WAYS; w++) {
     bn_share_record *record = &set[w];
     if (tags[w] == tag && record->site == site &&
-        record->elements == elements && record->pass == pass &&
+        record->size_class == size && record->pass == pass &&
         record->threads == threads) {
       record->used = now;
       return record;
@@ -216,7 +230,7 @@ static bn_share_record *record_of(const void *site, int pass, size_t elements,
   memset(record, 0, sizeof *record);
   record->last_way = 2;
   record->site = site;
-  record->elements = elements;
+  record->size_class = size;
   record->pass = pass;
   record->threads = threads;
   record->used = now;
@@ -229,7 +243,8 @@ void bn_share_begin(bn_share_trial *trial, const void *site, int pass,
   int threads = bn_thread_count();
   if (threads < 2 || elements > BN_SHARE_CHOICE_MAX_ELEMENTS) return;
   if (current_mode() == BNORM_SMALL_CALLS_SHARE) return;
-  trial->record = record_of(site, pass, elements, threads);
+  trial->record = record_of(site, pass, size_class(elements), threads);
+  trial->elements = elements;
   trial->shared = bn_share_pick(trial->record, &trial->timed);
   /* The time of a call alone includes setting and restoring its limit. */
   if (trial->timed) trial->start = ticks_now();
@@ -240,5 +255,7 @@ void bn_share_end(bn_share_trial *trial, bool succeeded) {
   if (!trial->record) return;
   if (!trial->shared) bn_limit_thread(trial->outer_limit);
   if (trial->timed && succeeded)
-    bn_share_learn(trial->record, trial->shared, ticks_now() - trial->start);
+    bn_share_learn(trial->record, trial->shared,
+                   bn_share_per_kilo(ticks_now() - trial->start,
+                                     trial->elements));
 }

@@ -29,12 +29,15 @@ enum { BN_SHARE_CHOICE_MAX_ELEMENTS = 1 << 17 };
 enum { BN_SHARE_SAMPLES = 3 };
 
 /* What one calling thread knows of one kind of call (a pass of a layer on
- * a number of elements, with a number of threads): the last few times, in
- * clock ticks, of its calls run alone (way 0) and shared (way 1). */
+ * a size class, with a number of threads): the last few times, in clock
+ * ticks per 1024 elements, of its calls run alone (way 0) and shared
+ * (way 1). A size class is an octave of element counts (2^k to
+ * 2^(k+1) - 1), so that a server whose batch sizes vary from call to call
+ * keeps a few records per layer, not one per batch size: with more kinds
+ * than records, each kind would start afresh again and again. */
 typedef struct bn_share_record {
   const void *site;
-  size_t elements;
-  int pass, threads;
+  int size_class, pass, threads;
   uint32_t ticks[2][BN_SHARE_SAMPLES];
   uint8_t samples[2]; /* how many of ticks[way] hold times */
   uint8_t next[2];    /* where the next time of each way goes */
@@ -77,6 +80,10 @@ void bn_share_learn(bn_share_record *record, bool shared, uint64_t ticks);
 /* A way's estimate in ticks, 0 while it has no time. */
 uint32_t bn_share_estimate(const bn_share_record *record, bool shared);
 
+/* A call's ticks per 1024 elements (0 elements count as 1): the times
+ * the records keep, so that the sizes of a class compare. */
+uint64_t bn_share_per_kilo(uint64_t ticks, size_t elements);
+
 /* The element count of a call's shape, or SIZE_MAX where it has none
  * (a negative size, an overflow): such a call is not timed. */
 size_t bn_share_elements(const int64_t *shape, int rank);
@@ -84,13 +91,15 @@ size_t bn_share_elements(const int64_t *shape, int rank);
 /* A call in progress: from bn_share_begin to bn_share_end. */
 typedef struct bn_share_trial {
   bn_share_record *record; /* NULL: no choice was made */
+  size_t elements;
   bool shared, timed;
   int outer_limit; /* the calling thread's limit, while it runs alone */
   uint64_t start;
 } bn_share_trial;
 
 /* Chooses for a call of `pass` (any small number naming the pass) by
- * `site` (the layer) on `elements` elements, and, if it runs alone, limits
+ * `site` (the layer) on `elements` elements (of its size class), and, if
+ * it runs alone, limits
  * the calling thread to itself until bn_share_end, so that every decision
  * of the call follows the one-thread path. Calls on one thread, or on
  * larger tensors, are neither timed nor limited. */

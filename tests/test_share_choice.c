@@ -175,20 +175,34 @@ static void begin_and_end(void) {
     CHECK(bn_thread_count() == (ta.shared ? 2 : 1));
     bn_share_end(&ta, true);
     CHECK(bn_thread_count() == 2);
-    /* Another site, and the same site's other pass and size, have their
-     * own records: each starts with its own first calls. */
+    /* Another site, and the same site's other pass and size class
+     * (1024 and more elements), have their own records: each starts with
+     * its own first calls. */
     bn_share_begin(&tb, &site_b, 0, 1000);
     ways_b[i] = tb.shared;
     bn_share_end(&tb, true);
     bn_share_trial other;
     bn_share_begin(&other, &site_a, 1, 1000);
     bn_share_end(&other, true);
-    bn_share_begin(&other, &site_a, 0, 999);
+    bn_share_begin(&other, &site_a, 0, 1024);
     bn_share_end(&other, true);
   }
   for (int i = 0; i < 8; i++)
     CHECKF(ways_a[i] == (i < 4) && ways_b[i] == (i < 4),
            "call %d of a kind: %d and %d", i, ways_a[i], ways_b[i]);
+  /* Sizes of one class (512 to 1023 elements) share a record: calls on
+   * 600 and 1000 elements in turn go through one kind's first calls. */
+  int site_c;
+  bool ways_c[8];
+  for (int i = 0; i < 8; i++) {
+    bn_share_trial tc;
+    bn_share_begin(&tc, &site_c, 0, i % 2 ? 1000 : 600);
+    ways_c[i] = tc.shared;
+    bn_share_end(&tc, true);
+  }
+  for (int i = 0; i < 8; i++)
+    CHECKF(ways_c[i] == (i < 4), "call %d of a size class: %d", i,
+           ways_c[i]);
 
   /* Many kinds of call, interleaved, keep their records: each goes
    * through its own first calls. (Whether 24 kinds fit depends on how
@@ -227,6 +241,11 @@ static void begin_and_end(void) {
   CHECK(bn_thread_count() == 1 && bnorm_get_num_threads() == 2);
   bn_limit_thread(outer);
   CHECK(bn_thread_count() == 2);
+
+  CHECK(bn_share_per_kilo(3000, 1000) == 3072);
+  CHECK(bn_share_per_kilo(3000, 2000) == 1536);
+  CHECK(bn_share_per_kilo(7, 0) == 7 * 1024);
+  CHECK(bn_share_per_kilo(UINT64_MAX, 1024) == UINT64_MAX / 1024 * 1024);
 
   int64_t shape[3] = {4, 5, 6}, negative[2] = {4, -1},
           huge[3] = {INT64_MAX, INT64_MAX, 2};
