@@ -191,13 +191,19 @@ static _Thread_local struct {
 
 /* The record of a kind of call. The thread count is part of the kind:
  * sharing with more threads is another way. */
+/* floor(log2(elements)), 0 for 0 and 1. */
 static int size_class(size_t elements) {
+#if defined(__GNUC__)
+  return elements > 1 ? 63 - __builtin_clzll((unsigned long long)elements)
+                      : 0;
+#else
   int octave = 0;
   while (elements > 1) {
     elements >>= 1;
     octave++;
   }
   return octave;
+#endif
 }
 
 static bn_share_record *record_of(const void *site, int pass, int size,
