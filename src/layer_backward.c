@@ -195,15 +195,16 @@ static void block_sums(void *ctx, size_t block) {
   size_t first, n = bn_block_part(block, j->columns, sv->channels, &first);
   bn_op_grad_sums_columns(j->layout, j->x, j->dy, sv->center, first, n,
                           j->sum_dy, j->sum_dy_xc);
-  /* store_dx_coefficients' arithmetic, on the block. */
+  /* store_dx_coefficients' arithmetic, center folded in, on the block. */
   double count = (double)j->layout->reduce_count, inv_n = 1.0 / count;
-  dx_coefficients_group(n, false, bn_power_of_two(count), false, count,
-                        inv_n, sv->xhat_scale + first, sv->inv_std + first,
-                        j->sum_dy + first, j->sum_dy_xc + first, NULL,
-                        j->a + first, j->b + first, j->c + first);
+  bool by_inverse = bn_power_of_two(count);
+  const float *center = (const float *)sv->center + first;
+#define BN_DX_BLOCK(fold_)                                                      dx_coefficients_group(n, false, by_inverse, fold_, count, inv_n,                                    sv->xhat_scale + first, sv->inv_std + first,                                  j->sum_dy + first, j->sum_dy_xc + first, center,                              j->a + first, j->b + first, j->c + first)
   if (j->fold_center)
-    bn_fold_center(BNORM_FLOAT32, n, (const float *)sv->center + first,
-                   j->b + first, j->c + first, j->c + first);
+    BN_DX_BLOCK(true);
+  else
+    BN_DX_BLOCK(false);
+#undef BN_DX_BLOCK
 }
 
 static void block_dx(void *ctx, size_t block) {
