@@ -199,7 +199,11 @@ static void block_sums(void *ctx, size_t block) {
   double count = (double)j->layout->reduce_count, inv_n = 1.0 / count;
   bool by_inverse = bn_power_of_two(count);
   const float *center = (const float *)sv->center + first;
-#define BN_DX_BLOCK(fold_)                                                      dx_coefficients_group(n, false, by_inverse, fold_, count, inv_n,                                    sv->xhat_scale + first, sv->inv_std + first,                                  j->sum_dy + first, j->sum_dy_xc + first, center,                              j->a + first, j->b + first, j->c + first)
+#define BN_DX_BLOCK(fold_)                                                    \
+  dx_coefficients_group(n, false, by_inverse, fold_, count, inv_n,            \
+                        sv->xhat_scale + first, sv->inv_std + first,          \
+                        j->sum_dy + first, j->sum_dy_xc + first, center,      \
+                        j->a + first, j->b + first, j->c + first)
   if (j->fold_center)
     BN_DX_BLOCK(true);
   else
