@@ -1,8 +1,8 @@
 /* bnorm-ab: two builds of libbnorm timed against each other in one process.
  *
  *   bnorm-ab LIB_A LIB_B THREADS PASS CACHE DIM... [--axis K] [--vbs N]
- *     PASS: train | infer | bwd;  CACHE: cold (96 MiB read before each
- *     call) | warm (calls repeated back to back);  DIMs: the input's shape;
+ *     PASS: train | infer | bwd;  CACHE: cold (3x the last-level cache
+ *     read before each call, as bnorm-bench scrubs) | warm (calls repeated back to back);  DIMs: the input's shape;
  *     --vbs: virtual_batch_size (ghost batches; default none).
  *
  * On a shared machine whose speed drifts by 20-30% from one minute to the
@@ -23,6 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include "bench.h"
 
 enum { PAIRS = 61, COLD_PAIRS = 41, MAX_DIMS = 8 };
 
@@ -160,7 +162,8 @@ int main(int argc, char **argv) {
     return 2;
   }
   size_t channels = (size_t)shape[axis < 0 ? rank + axis : axis];
-  size_t scrub_count = (size_t)96 << 18; /* 96 MiB of floats */
+  /* A fixed 96 MiB left a 16 MB tensor partly in a 480 MiB L3. */
+  size_t scrub_count = 3 * bench_llc_bytes(0) / sizeof(float);
   float *scrub = tensor(scrub_count);
   call c = {pass,      NULL,      NULL, tensor(n), tensor(n),
             tensor(channels), tensor(channels), shape, rank};
