@@ -2,7 +2,8 @@
  *
  *   bnorm-ab LIB_A LIB_B THREADS PASS CACHE DIM... [--axis K] [--vbs N]
  *     PASS: train | infer | bwd;  CACHE: cold (3x the last-level cache
- *     read before each call, as bnorm-bench scrubs) | warm (calls repeated back to back);  DIMs: the input's shape;
+ *     read before each call, as bnorm-bench scrubs) | warm (calls
+ *     repeated back to back);  DIMs: the input's shape;
  *     --vbs: virtual_batch_size (ghost batches; default none).
  *
  * On a shared machine whose speed drifts by 20-30% from one minute to the
