@@ -189,8 +189,6 @@ static _Thread_local struct {
   uint32_t lookups;
 } records;
 
-/* The record of a kind of call. The thread count is part of the kind:
- * sharing with more threads is another way. */
 /* floor(log2(elements)), 0 for 0 and 1. */
 static int size_class(size_t elements) {
 #if defined(__GNUC__)
@@ -206,6 +204,8 @@ static int size_class(size_t elements) {
 #endif
 }
 
+/* The record of a kind of call. The thread count is part of the kind:
+ * sharing with more threads is another way. */
 static bn_share_record *record_of(const void *site, int pass, int size,
                                   int threads) {
   uint64_t hash = ((uint64_t)(uintptr_t)site +

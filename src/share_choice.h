@@ -99,10 +99,9 @@ typedef struct bn_share_trial {
 
 /* Chooses for a call of `pass` (any small number naming the pass) by
  * `site` (the layer) on `elements` elements (of its size class), and, if
- * it runs alone, limits
- * the calling thread to itself until bn_share_end, so that every decision
- * of the call follows the one-thread path. Calls on one thread, or on
- * larger tensors, are neither timed nor limited. */
+ * it runs alone, limits the calling thread to itself until bn_share_end,
+ * so that every decision of the call follows the one-thread path. Calls
+ * on one thread, or on larger tensors, are neither timed nor limited. */
 void bn_share_begin(bn_share_trial *trial, const void *site, int pass,
                     size_t elements);
 /* Ends the call: restores the thread's limit and, if the call succeeded,
